@@ -57,14 +57,14 @@ def _main_job(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from hpo.data import DataCorruptError, DataUnavailableError
+    from hpo.data import DataCorruptError, DataFaultError, DataUnavailableError
 
     try:
         return int(args.func(args) or 0)
     except (UnknownTaskError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (DataUnavailableError, DataCorruptError) as error:
+    except (DataUnavailableError, DataCorruptError, DataFaultError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and the like

@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target = fetch.add_mutually_exclusive_group(required=True)
     target.add_argument("--task", nargs="+", metavar="NAME", help="task names or ids")
     target.add_argument("--suite", choices=["ctr23"], help="every task of the suite")
+    fetch.add_argument(
+        "--refresh", action="store_true",
+        help="drop the tasks' cached files first (after a corrupted or truncated download)",
+    )
     fetch.set_defaults(func=_fetch)
 
 
@@ -88,16 +92,19 @@ def _show(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hpo.data import DataCorruptError, DataUnavailableError, load_task
+    from hpo.data import DataCorruptError, DataFaultError, DataUnavailableError, load_task, refresh_cache
 
     tasks = resolve_tasks(args.task if args.task else [args.suite])
+    if args.refresh:
+        for task in tasks:
+            refresh_cache(task)
     failed: list[str] = []
     progress = tqdm(tasks, unit="task", desc="fetching")
     for task in progress:
         progress.set_postfix_str(task.name)
         try:
             load_task(task)
-        except (DataUnavailableError, DataCorruptError) as error:
+        except (DataUnavailableError, DataCorruptError, DataFaultError) as error:
             failed.append(task.name)
             tqdm.write(f"failed: {error}")
     progress.close()

@@ -52,6 +52,10 @@ class DataCorruptError(RuntimeError):
     """A cached or mirrored file could not be read; the message names the file and how to re-fetch."""
 
 
+class DataFaultError(ValueError):
+    """The data loaded, but cannot be evaluated honestly (non-finite or constant target, too few rows)."""
+
+
 # --------------------------------------------------------------------------- where data lives
 
 
@@ -231,12 +235,12 @@ def _load_cached(task_id: int, cache: str) -> TaskData:
         dataset = oml_task.get_dataset()
         X, y, indicator, _ = dataset.get_data(target=oml_task.target_name)
         split = oml_task.download_split()
-    except (OSError, ValueError, EOFError, KeyError, IndexError) as error:
+    except Exception as error:  # openml-python raises bare Exception for unreadable files
         task_dir, dataset_dir = _task_dirs(cache_path, task)
         raise DataCorruptError(
-            f"task {task.name}: reading its files in {task_dir} or {dataset_dir} failed "
-            f"({type(error).__name__}: {error}). Delete those folders and run "
-            f"`python -m hpo data fetch --task {task.name}` to fetch them again."
+            f"task {task.name}: reading its cached files failed ({type(error).__name__}: {error}); "
+            f"cache folders {task_dir} and {dataset_dir}. Fetch them again with "
+            f"`python -m hpo data fetch --task {task.name} --refresh`."
         ) from error
     X, categorical = _as_categorical(X, list(indicator))
     target = pd.to_numeric(y, errors="raise").astype(float)
@@ -245,7 +249,49 @@ def _load_cached(task_id: int, cache: str) -> TaskData:
         for repeat, folds in split.split.items()
         for fold, parts in folds.items()
     }
-    return TaskData(task, X, target, categorical, _splits_source(cache_path, task), splits)
+    data = TaskData(task, X, target, categorical, _splits_source(cache_path, task), splits)
+    check_task_data(data)
+    return data
+
+
+def check_task_data(data: TaskData) -> None:
+    """Refuse data that would give a silently wrong number.
+
+    A non-finite or constant target, or fewer rows than the task has folds, raise
+    :class:`DataFaultError`. A feature that is missing in every training row is dropped by the
+    imputers (documented behaviour of scikit-learn's ``SimpleImputer``), so it cannot leak or crash.
+    """
+    name = data.task.name
+    target = data.y.to_numpy(dtype=float)
+    bad = ~np.isfinite(target)
+    if bad.any():
+        raise DataFaultError(
+            f"task {name}: the target `{data.task.target}` has {int(bad.sum())} missing or infinite "
+            f"values (first at row {int(np.flatnonzero(bad)[0])}); remove those rows or fix the data"
+        )
+    if len(target) and np.ptp(target) == 0:
+        raise DataFaultError(
+            f"task {name}: the target `{data.task.target}` is constant ({target[0]}); "
+            "RMSE gains and R² are undefined for it"
+        )
+    if data.n_rows < data.task.folds:
+        raise DataFaultError(
+            f"task {name}: {data.n_rows} rows cannot make {data.task.folds} folds"
+        )
+    for (repeat, fold), (train, test) in data.splits.items():
+        if len(train) == 0 or len(test) == 0 or max(train.max(), test.max()) >= data.n_rows:
+            raise DataFaultError(
+                f"task {name}: split repeat {repeat} fold {fold} does not fit the {data.n_rows} "
+                "rows (the split file does not belong to this dataset)"
+            )
+
+
+def refresh_cache(task: Task | str | int) -> None:
+    """Remove a task's folders from the writable cache so the next load fetches them again."""
+    task = get_task(task)
+    for folder in _task_dirs(cache_dir(), task):
+        shutil.rmtree(folder, ignore_errors=True)
+    _load_cached.cache_clear()
 
 
 def load_task(key: str | int | Task) -> TaskData:
