@@ -272,8 +272,9 @@ def gains_figure(values: pd.DataFrame) -> Figure | None:
         axis.set_xlabel("relative RMSE gain of LTC+MHN [%]")
         axis.set_title(f"LTC+MHN {title}")
         axis.grid(axis="y", visible=False)
-    axes[0][0].legend(loc="lower right", frameon=False)
     figure.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
     return Figure("gains_per_task", figure,
                   "Relative RMSE gain of LTC+MHN per task (positive = LTC+MHN has lower mean test RMSE); "
                   "grey band: tie tolerance.")

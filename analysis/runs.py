@@ -231,3 +231,51 @@ def task_target(task: str) -> str | None:
         return get_task(task).target
     except Exception:  # unknown task name or hpo unavailable: labels fall back to "target"
         return None
+
+
+def _spec_oat(spec: dict[str, Any]) -> dict[str, Any]:
+    section = spec.get("one_at_a_time")
+    return section if isinstance(section, dict) else {}
+
+
+def _resolve_run_reference(reference: str, relative_to: Path) -> Path | None:
+    """A run path as written in a spec: absolute, relative to the working directory, or to the runs folder."""
+    if not reference:
+        return None
+    candidate = Path(reference)
+    for path in (candidate, relative_to / candidate, relative_to / candidate.name):
+        if (path / "results.parquet").is_file():
+            return path
+    return None
+
+
+def base_run_of(run: Run) -> Run | None:
+    """The run whose searches a one-at-a-time run started from (its spec's one_at_a_time.base_run)."""
+    path = _resolve_run_reference(str(_spec_oat(run.spec).get("base_run", "")), run.path.parent)
+    if path is None or path.resolve() == run.path.resolve():
+        return None
+    try:
+        return load_run(path)
+    except RunDirectoryError:
+        return None
+
+
+def sibling_oat_runs(run: Run) -> list[Run]:
+    """Runs next to ``run`` whose one-at-a-time study starts from ``run`` (e.g. a beta_sensitivity run)."""
+    found = []
+    for spec_path in sorted(run.path.parent.glob("*/spec.toml")):
+        other = spec_path.parent
+        if other.resolve() == run.path.resolve():
+            continue
+        try:
+            spec = tomllib.loads(spec_path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+            continue
+        reference = str(_spec_oat(spec).get("base_run", ""))
+        target = _resolve_run_reference(reference, run.path.parent) if reference else None
+        if target is not None and target.resolve() == run.path.resolve():
+            try:
+                found.append(load_run(other))
+            except RunDirectoryError:
+                continue
+    return found

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.names import BASELINES, order_models
 
@@ -197,6 +196,8 @@ def wilcoxon_gains(gains) -> tuple[float, float, str]:
     nonzero = int(np.count_nonzero(gains))
     if nonzero < 2:
         return np.nan, np.nan, f"not computable: {nonzero} task(s) with a non-zero gain (need ≥ 2)"
+    from scipy import stats
+
     result = stats.wilcoxon(gains, alternative="two-sided", zero_method="wilcox")
     note = f"two-sided, n = {gains.size} tasks"
     if nonzero < gains.size:
