@@ -66,6 +66,7 @@ class SplineGAMRegressor(RegressorMixin, BaseEstimator):
             for c in range(n_features)
         ]
         self.gam_ = LinearGAM(functools.reduce(operator.add, terms), max_iter=self.max_iter).fit(X, y)
+        self.n_iter_ = max(1, len(self.gam_.logs_.get("diffs", [])))  # penalised IRLS iterations
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -107,6 +108,8 @@ class PrunedTreeRegressor(RegressorMixin, BaseEstimator):
         check_int("cv", self.cv, minimum=2)
         check_int("max_candidates", self.max_candidates, minimum=1)
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        if len(y) < 2:
+            raise ValueError(f"cross-validating the pruning penalty needs at least 2 rows, got n_samples={len(y)}")
         folds = min(self.cv, len(y))
         search = GridSearchCV(
             DecisionTreeRegressor(random_state=self.random_state),

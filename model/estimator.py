@@ -180,7 +180,7 @@ def _holdout(X: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     """Seeded split into (X_train, y_train, X_val, y_val) with ``fraction`` of rows for validation."""
     n_rows = len(y)
     if n_rows < 2:
-        raise ValueError(f"need at least 2 rows to hold out a validation part, got {n_rows}")
+        raise ValueError(f"need at least 2 rows to hold out a validation part, got n_samples={n_rows}")
     n_val = min(n_rows - 1, max(1, round(fraction * n_rows)))
     order = np.random.default_rng(seed).permutation(n_rows)
     val, train = order[:n_val], order[n_val:]
