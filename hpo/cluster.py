@@ -1,0 +1,130 @@
+"""Starting or joining Ray, the optional local dashboard, and refusing resource requests the
+cluster cannot meet (a GPU request on a cluster without GPUs would leave trials pending forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from hpo.spec import AUTO, AUTO_GPU_FRACTION
+
+
+class ResourceError(RuntimeError):
+    """Resources per trial that the Ray cluster cannot provide."""
+
+
+@dataclass
+class ClusterInfo:
+    """The Ray cluster a driver uses."""
+
+    address: str | None
+    num_cpus: float
+    num_gpus: float
+    max_node_cpus: float
+    max_node_gpus: float
+    dashboard_url: str | None
+    started_here: bool
+
+    def describe(self) -> dict:
+        return {
+            "address": self.address,
+            "cpus": self.num_cpus,
+            "gpus": self.num_gpus,
+            "dashboard": self.dashboard_url,
+            "joined": not self.started_here,
+        }
+
+
+def _quiet_ray_environment() -> None:
+    """Keep Ray's console output readable (set only what the user has not set)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False, echo=print) -> ClusterInfo:
+    """Join the cluster at ``address``, or start a local one (``num_cpus`` CPUs; all if None).
+
+    A Ray already initialised in this process (tests) is reused and left running. With
+    ``dashboard`` the local dashboard listens on 127.0.0.1 only, with Ray's token auth left on.
+    """
+    import ray
+
+    _quiet_ray_environment()
+    started_here = False
+    dashboard_url = None
+    if not ray.is_initialized():
+        if dashboard and os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            echo("warning: RAY_AUTH_MODE=disabled is set: the dashboard will accept anyone on this machine")
+        kwargs = dict(
+            include_dashboard=bool(dashboard),
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+        if dashboard:
+            kwargs["dashboard_host"] = "127.0.0.1"
+        if address:
+            context = ray.init(address=address, **kwargs)
+        else:
+            context = ray.init(num_cpus=num_cpus, **kwargs)
+        started_here = True
+        dashboard_url = getattr(context, "dashboard_url", None) or None
+        if dashboard:
+            if dashboard_url:
+                url = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
+                echo(f"Ray dashboard: {url} (listening on 127.0.0.1 only)")
+                echo(
+                    "  token authentication is on: print the token with `ray get-auth-token` and paste it "
+                    "when the page asks; API clients send `Authorization: Bearer <token>`. From another "
+                    "machine, tunnel first: ssh -L 8265:127.0.0.1:8265 <this host>"
+                )
+            else:
+                echo("Ray dashboard: not available (install ray[default]: pip install 'ray[default]')")
+    resources = ray.cluster_resources()
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    return ClusterInfo(
+        address=address,
+        num_cpus=float(resources.get("CPU", 0)),
+        num_gpus=float(resources.get("GPU", 0)),
+        max_node_cpus=max((float(n.get("Resources", {}).get("CPU", 0)) for n in nodes), default=0.0),
+        max_node_gpus=max((float(n.get("Resources", {}).get("GPU", 0)) for n in nodes), default=0.0),
+        dashboard_url=dashboard_url,
+        started_here=started_here,
+    )
+
+
+def stop_ray(info: ClusterInfo | None) -> None:
+    """Shut Ray down if this driver started it."""
+    if info is not None and info.started_here:
+        import ray
+
+        ray.shutdown()
+
+
+def resolve_gpu(requested: float | str, num_gpus: float) -> float:
+    """GPUs per trial: ``"auto"`` packs four trials per GPU when the cluster has GPUs, else 0."""
+    if requested == AUTO:
+        return AUTO_GPU_FRACTION if num_gpus > 0 else 0.0
+    return float(requested)
+
+
+def check_resources(cpu: float, gpu: float, cluster: ClusterInfo) -> None:
+    """Refuse per-trial resources that no node of the cluster has (instead of pending forever)."""
+    if gpu > 0 and cluster.num_gpus <= 0:
+        raise ResourceError(
+            f"resources.gpu = {gpu:g} asks for a GPU per trial, but the Ray cluster has no GPU "
+            f"({cluster.num_cpus:g} CPUs, 0 GPUs); set resources.gpu = 0 (or \"auto\"), pass --gpu 0, "
+            f"or join a cluster with GPUs with --address"
+        )
+    if gpu > cluster.max_node_gpus:
+        raise ResourceError(
+            f"resources.gpu = {gpu:g} per trial, but no node of the Ray cluster has more than "
+            f"{cluster.max_node_gpus:g} GPUs; lower resources.gpu"
+        )
+    if cpu > cluster.max_node_cpus:
+        raise ResourceError(
+            f"resources.cpu = {cpu:g} per trial, but no node of the Ray cluster has more than "
+            f"{cluster.max_node_cpus:g} CPUs; lower resources.cpu (or start Ray with more, --num-cpus)"
+        )
