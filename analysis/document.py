@@ -164,11 +164,13 @@ def _save_figure(block: Figure, directory: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure = block.figure
+    # one layout pass for both formats: the tight box (legends below axes included), padded
+    bbox = figure.get_tightbbox(figure.canvas.get_renderer()).padded(0.08)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches=bbox)
     block.png = buffer.getvalue()
     (directory / f"{block.name}.png").write_bytes(block.png)
-    figure.savefig(directory / f"{block.name}.pdf", bbox_inches="tight")
+    figure.savefig(directory / f"{block.name}.pdf", bbox_inches=bbox)
     plt.close(figure)
 
 

@@ -264,14 +264,14 @@ def gains_figure(values: pd.DataFrame) -> Figure | None:
         for position, gain in zip(positions, gains):
             if not np.isfinite(gain):
                 axis.text(0, position, " missing", va="center", fontsize=7, color="#666")
-        axis.axvspan(-100 * TIE_TOLERANCE, 100 * TIE_TOLERANCE, color="#999", alpha=0.25, lw=0,
+        axis.axvspan(-100 * TIE_TOLERANCE, 100 * TIE_TOLERANCE, color="#999", alpha=0.25, lw=0, zorder=0,
                      label=f"tie band ±{100 * TIE_TOLERANCE:g} %")
         axis.axvline(0, color="black", lw=0.8)
         axis.set_yticks(positions, tasks)
-        axis.invert_yaxis()
         axis.set_xlabel("relative RMSE gain of LTC+MHN [%]")
         axis.set_title(f"LTC+MHN {title}")
         axis.grid(axis="y", visible=False)
+    axes[0][0].invert_yaxis()  # first task on top (the axes share y, so once)
     figure.tight_layout()
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)

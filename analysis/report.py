@@ -4,7 +4,7 @@ PNG and PDF and every table as CSV, LaTeX and Markdown.
 Loss landscapes in the report: grids stored by ``python -m analysis landscape`` under
 ``RUN_DIR/analysis/landscape/`` are redrawn as they are; when there are none (``landscape="auto"``)
 a quick landscape is computed for the first ``landscape_tasks`` tasks with saved ``ltc`` /
-``ltc_mhn`` models — an 11×11 grid on 256 outer-training rows with 30 power iterations — so the
+``ltc_mhn`` models — an 11×11 grid on 256 outer-training rows with 20 power iterations — so the
 report stays fast; ``landscape="stored"`` only redraws, ``"skip"`` leaves landscapes out.
 """
 
@@ -20,7 +20,7 @@ from analysis.document import Bullets, Document, Paragraph, Section
 from analysis.runs import Run, base_run_of, load_run, sibling_oat_runs
 
 LANDSCAPE_MODES = ("auto", "stored", "skip")
-QUICK_LANDSCAPE = {"grid": 11, "max_rows": 256, "hessian_iterations": 30}
+QUICK_LANDSCAPE = {"grid": 11, "max_rows": 256, "hessian_iterations": 20}
 LANDSCAPE_FOLDER = Path("analysis") / "landscape"
 
 
