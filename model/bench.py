@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         rows = [measure(name, X, y, args.epochs, device) for name in args.models]
     print(format_table(rows))
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if device.type == "cpu" and load > cpus:
+        print(f"note: load average {load:.1f} exceeds the {cpus} CPUs; other processes shared the cores, "
+              "so these numbers understate the machine (threads > 1 suffer most)")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def resolve_hyperparameters(variant: str, hyperparameters: dict) -> dict:
         check_positive("beta", settings["beta"], allow_zero=spec.beta_mode != "learnable")
         check_positive("alpha", settings["alpha"])
         check_positive("delta", settings["delta"])
-        if not isinstance(settings["feedback"], (bool, int)):
+        if settings["feedback"] not in (True, False):  # also numpy booleans and 0/1
             raise ValueError(f"feedback must be True or False, got {settings['feedback']!r}")
     return settings
 
