@@ -30,9 +30,11 @@ setup_env() {
   find_links=$("$venv/bin/python" -m pip config get global.find-links 2>/dev/null || true)
   if "$venv/bin/python" -m pip install -q uv >/dev/null 2>&1; then
     # uv is ~10x faster than pip; it only sees locally stored wheels through --find-links.
+    # --compile-bytecode: pip compiles on install, uv does not; without .pyc files (and with
+    # PYTHONDONTWRITEBYTECODE set) every process, Ray workers included, recompiles torch on import.
     local uv_args=()
     [[ -n "$find_links" ]] && uv_args+=(--find-links "$find_links")
-    VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install --python "$venv/bin/python" -q "${uv_args[@]}" \
+    VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install --python "$venv/bin/python" -q --compile-bytecode "${uv_args[@]}" \
       "${constraints[@]}" -e ".[test,dashboard]"
   else
     "$venv/bin/python" -m pip install -q "${constraints[@]}" -e ".[test,dashboard]"

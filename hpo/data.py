@@ -30,7 +30,7 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from hpo.tasks import Task, get_task
 
@@ -307,9 +307,14 @@ def load_task(key: str | int | Task) -> TaskData:
 # --------------------------------------------------------------------------- folds and preprocessing
 
 
-def make_preprocessor(categorical: list[str], numeric: list[str]) -> ColumnTransformer:
+def make_preprocessor(categorical: list[str], numeric: list[str]) -> Pipeline:
     """The protocol's preprocessing: median-impute + standardise numeric columns,
-    most-frequent-impute + one-hot categorical ones (unknown levels ignored at transform time)."""
+    most-frequent-impute + one-hot categorical ones (unknown levels ignored at transform time).
+
+    The output is float32, the dtype every model trains on, so a saved
+    ``Pipeline(preprocessor, estimator)`` sees exactly the arrays the fold's models saw.
+    The column step is ``preprocessor.named_steps["columns"]``.
+    """
     numeric_steps = Pipeline(
         [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
     )
@@ -319,11 +324,15 @@ def make_preprocessor(categorical: list[str], numeric: list[str]) -> ColumnTrans
             ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)),
         ]
     )
-    return ColumnTransformer(
+    columns = ColumnTransformer(
         [("numeric", numeric_steps, numeric), ("categorical", categorical_steps, categorical)],
         sparse_threshold=0.0,
         verbose_feature_names_out=False,
     )
+    as_float32 = FunctionTransformer(
+        np.asarray, kw_args={"dtype": np.float32}, feature_names_out="one-to-one"
+    )
+    return Pipeline([("columns", columns), ("float32", as_float32)])
 
 
 @dataclass
@@ -348,7 +357,7 @@ class FoldData:
     y_val: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
-    preprocessor: ColumnTransformer = field(repr=False)
+    preprocessor: Pipeline = field(repr=False)
     feature_names: list[str] = field(repr=False)
 
     @property
@@ -408,10 +417,10 @@ def make_fold(
     train_idx, val_idx = validation_holdout(outer_train, validation_fraction, seed, fold, repeat)
     numeric = [c for c in data.X.columns if c not in set(data.categorical)]
     preprocessor = make_preprocessor(data.categorical, numeric)
-    X_train = preprocessor.fit_transform(data.X.iloc[train_idx]).astype(np.float32)
+    X_train = preprocessor.fit_transform(data.X.iloc[train_idx])
 
     def transform(index: np.ndarray) -> np.ndarray:
-        return preprocessor.transform(data.X.iloc[index]).astype(np.float32)
+        return preprocessor.transform(data.X.iloc[index])
 
     y = data.y.to_numpy(dtype=np.float64)
     return FoldData(

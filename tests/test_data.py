@@ -158,7 +158,7 @@ def test_preprocessing_is_fit_on_training_rows_only():
     fold = make_fold(data, 0)
     # Independent check: the scaler's statistics are those of the training rows, by hand.
     train_rows = data.X.iloc[fold.train_idx]
-    scaler = fold.preprocessor.named_transformers_["numeric"].named_steps["scale"]
+    scaler = fold.preprocessor.named_steps["columns"].named_transformers_["numeric"].named_steps["scale"]
     np.testing.assert_allclose(scaler.mean_, train_rows.mean().to_numpy(), rtol=1e-10)
     np.testing.assert_allclose(scaler.scale_, train_rows.std(ddof=0).to_numpy(), rtol=1e-10)
     # Changing a test row (and a validation row) leaves the fitted transformer unchanged.
@@ -168,7 +168,7 @@ def test_preprocessing_is_fit_on_training_rows_only():
     altered = data_layer.TaskData(data.task, tampered, data.y, data.categorical, data.splits_source, data.splits)
     refit = make_fold(altered, 0)
     np.testing.assert_array_equal(refit.X_train, fold.X_train)
-    changed = refit.preprocessor.named_transformers_["numeric"].named_steps["scale"]
+    changed = refit.preprocessor.named_steps["columns"].named_transformers_["numeric"].named_steps["scale"]
     np.testing.assert_array_equal(changed.mean_, scaler.mean_)
     assert refit.X_test[0, 0] != fold.X_test[0, 0]  # the test row itself is transformed, not used
 
@@ -182,6 +182,9 @@ def test_abalone_sex_is_one_hot_encoded():
     block = fold.X_test[:, sex_columns]
     assert set(np.unique(block)) <= {0.0, 1.0}
     np.testing.assert_array_equal(block.sum(axis=1), 1.0)
+    raw = fold.preprocessor.transform(data.X.iloc[fold.test_idx])
+    assert raw.dtype == np.float32
+    np.testing.assert_array_equal(raw, fold.X_test)  # a saved pipeline sees exactly these arrays
     expected = data.X["sex"].iloc[fold.test_idx].to_numpy()
     decoded = np.array(["F", "I", "M"])[block.argmax(axis=1)]
     np.testing.assert_array_equal(decoded, expected)
@@ -218,7 +221,7 @@ def test_missing_values_are_imputed_from_training_rows():
     encoded = fold.preprocessor.transform(row)
     train = data.X.iloc[fold.train_idx]
     length = list(fold.feature_names).index("length")
-    scaler = fold.preprocessor.named_transformers_["numeric"].named_steps["scale"]
+    scaler = fold.preprocessor.named_steps["columns"].named_transformers_["numeric"].named_steps["scale"]
     median_scaled = (train["length"].median() - scaler.mean_[0]) / scaler.scale_[0]
     assert encoded[0, length] == pytest.approx(median_scaled, rel=1e-5)
     most_frequent = train["sex"].mode()[0]
