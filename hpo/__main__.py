@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         main_job.add_argument("--name", help="run name (default: smoke-<timestamp>)")
         main_job.add_argument("--no-report", action="store_true", help="skip the analysis report")
         main_job.set_defaults(func=_main_job)
+    try:
+        from hpo import bench
+    except ImportError:  # benchmark module not in this checkout
+        bench = None
+    if bench is not None:
+        bench.register(subparsers)
     return parser
 
 
