@@ -95,8 +95,13 @@ def _sensitivity(args) -> Path:
     from analysis.document import Document
     from analysis.sensitivity import parameter_names, sensitivity_section
 
+    from analysis.runs import base_run_of
+
     run = _load(args.run_dir)
     oat_run = _load(args.oat_run) if args.oat_run is not None else None
+    base = base_run_of(run)
+    if base is not None and run.search_results.empty:  # a one-at-a-time run: trials live in its base run
+        run, oat_run = base, oat_run if oat_run is not None else run
     searched = parameter_names(run)
     oat_source = oat_run if oat_run is not None else run
     has_oat = not oat_source.oat_results.empty and (oat_source.oat_results["oat_param"] == args.param).any()
@@ -105,7 +110,7 @@ def _sensitivity(args) -> Path:
             raise UsageError(f"{run.path} has no trials.parquet and no one-at-a-time rows for {args.param!r}")
         raise UsageError(f"--param {args.param!r} was not searched in {run.path}; searched: "
                          + (", ".join(searched) or "none"))
-    out = args.out if args.out is not None else run.path / "analysis" / f"sensitivity_{args.param}"
+    out = args.out if args.out is not None else args.run_dir / "analysis" / f"sensitivity_{args.param}"
     document = Document(f"Sensitivity to {args.param}: {run.name}")
     document.add(sensitivity_section(run, args.param, oat_run=oat_run, importances=not args.no_importances))
     return document.write(out, stem=f"sensitivity_{args.param}")["html"]

@@ -53,6 +53,35 @@ def plain_log_ticks(axis, which: str = "y") -> None:
         target.set_minor_formatter(FormatStrFormatter(""))
 
 
+def parameter_ticks(axis, values, log: bool, which: str = "x") -> None:
+    """Readable ticks for a hyperparameter axis: the values themselves when there are few
+    (choices such as N ∈ {4, …, 64}), plain numbers on log axes spanning less than a decade."""
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+
+    target = axis.xaxis if which == "x" else axis.yaxis
+    values = np.asarray(values, dtype=float)
+    distinct = np.unique(values[np.isfinite(values)])
+    if 1 <= distinct.size <= 10 and np.allclose(distinct, np.round(distinct)):
+        target.set_major_locator(FixedLocator(distinct))
+        target.set_major_formatter(FormatStrFormatter("%g"))
+        target.set_minor_locator(NullLocator())
+    elif log and distinct.size and distinct.min() > 0 and distinct.max() / distinct.min() < 10:
+        plain_log_ticks(axis, which)
+
+
+def jitter(values, log: bool, rng: np.random.Generator, amount: float = 0.035) -> np.ndarray:
+    """Small multiplicative (log axes) or additive spread for values on a few discrete choices."""
+    values = np.asarray(values, dtype=float)
+    distinct = np.unique(values[np.isfinite(values)])
+    if distinct.size == 0 or distinct.size > 10:
+        return values
+    noise = rng.uniform(-amount, amount, values.shape)
+    if log:
+        return values * np.exp(noise * np.log(10))
+    step = np.min(np.diff(distinct)) if distinct.size > 1 else 1.0
+    return values + noise * step * 4
+
+
 def panel_grid(n_panels: int, columns: int = 4, width: float = 3.0, height: float = 2.6, **kwargs):
     """A figure with ``n_panels`` axes in rows of ``columns``; surplus axes are hidden."""
     columns = max(1, min(columns, n_panels))

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.document import Figure, Paragraph, Section
+from analysis import names
 from analysis.names import model_color, model_label, order_models
 from analysis.runs import Run, parse_study_name
 from analysis.tables import Table
@@ -135,6 +136,13 @@ def importance_figure(importances: pd.DataFrame) -> Figure | None:
                   "averaged over outer folds and seeds; bars: mean over tasks.")
 
 
+def _in_run_order(table: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    order = {task: i for i, task in enumerate(tasks)}
+    keys = [(order.get(task, len(order)), task, order_models([v, *names.MODEL_NAMES]).index(v))
+            for task, v in table.index]
+    return table.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
+
+
 def importance_section(run: Run) -> Section:
     """Report subsection with the importance table and figure, or why they are absent."""
     section = Section("Parameter importances (fANOVA)")
@@ -157,7 +165,7 @@ def importance_section(run: Run) -> Section:
     figure = importance_figure(importances)
     if figure is not None:
         section.add(figure)
-    values = table.copy()
+    values = _in_run_order(table, run.tasks)
     values.index = [f"{task} / {model_label(variant)}" for task, variant in values.index]
     section.add(Table.from_values(
         "importances_fanova",

@@ -149,8 +149,8 @@ def build_report(run: Run, out_dir: Path, landscape: str = "auto", landscape_tas
     extra = [p for p in searched if p not in params]
     if extra:
         document.sections[-1].add(Paragraph(
-            "Other searched parameters can be analysed the same way: "
-            + ", ".join(f"`python -m analysis sensitivity {run.path} --param {p}`" for p in extra) + "."))
+            "Other searched parameters (" + ", ".join(f"`{p}`" for p in extra) + ") are analysed the same way "
+            f"with `python -m analysis sensitivity {run.path} --param NAME`."))
     entries, note = landscape_entries(search_run, out_dir, landscape, landscape_tasks)
     document.add(stability_section(search_run, entries, note))
     document.add(_definitions())

@@ -46,16 +46,17 @@ def normalise_by_best(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _draw_trials(axis, rows: pd.DataFrame, variant: str, log_x: bool) -> None:
-    from analysis.figures import kernel_trend
+    from analysis.figures import jitter, kernel_trend
 
     color = model_color(variant)
+    rng = np.random.default_rng(0)
     complete = rows[(rows["state"] == "COMPLETE") & np.isfinite(rows["val_rmse"])]
     pruned = rows[(rows["state"] == "PRUNED") & np.isfinite(rows["val_rmse"])]
-    axis.scatter(complete["value"], complete["val_rmse"], s=14, color=color, alpha=0.7, lw=0,
-                 label=f"{model_label(variant)} (completed)")
+    axis.scatter(jitter(complete["value"], log_x, rng), complete["val_rmse"], s=14, color=color, alpha=0.7,
+                 lw=0, label=f"{model_label(variant)} (completed)")
     if len(pruned):
-        axis.scatter(pruned["value"], pruned["val_rmse"], s=14, facecolors="none", edgecolors=color,
-                     alpha=0.7, lw=0.8, label=f"{model_label(variant)} (pruned)")
+        axis.scatter(jitter(pruned["value"], log_x, rng), pruned["val_rmse"], s=14, facecolors="none",
+                     edgecolors=color, alpha=0.7, lw=0.8, label=f"{model_label(variant)} (pruned)")
     trend = kernel_trend(complete["value"], complete["val_rmse"], log_x)
     if trend is not None:
         axis.plot(*trend, color=color, lw=1.8)
@@ -76,7 +77,7 @@ def _mark_failed(axis, rows: pd.DataFrame) -> int:
 
 def trials_figure(frame: pd.DataFrame, param: str) -> Figure | None:
     """One panel per task: validation RMSE of every trial against the parameter, per variant."""
-    from analysis.figures import panel_grid, plain_log_ticks, spans_decades
+    from analysis.figures import panel_grid, parameter_ticks, plain_log_ticks, spans_decades
 
     if frame.empty:
         return None
@@ -90,6 +91,7 @@ def trials_figure(frame: pd.DataFrame, param: str) -> Figure | None:
             _draw_trials(axis, rows[rows["variant"] == variant], variant, info.log)
         if info.log:
             axis.set_xscale("log")
+        parameter_ticks(axis, frame["value"], info.log)
         if spans_decades(rows["val_rmse"]):
             axis.set_yscale("log")
             plain_log_ticks(axis, "y")
@@ -128,7 +130,7 @@ def _legend_below(figure, axes, extra_failed: bool = False) -> None:
 
 def normalised_figure(frame: pd.DataFrame, param: str) -> Figure | None:
     """Across tasks: validation RMSE / the task's best, one panel per variant, one trend line per task."""
-    from analysis.figures import kernel_trend, panel_grid, plain_log_ticks
+    from analysis.figures import jitter, kernel_trend, panel_grid, parameter_ticks, plain_log_ticks
 
     frame = normalise_by_best(frame)
     frame = frame[np.isfinite(frame["relative_val_rmse"])]
@@ -140,7 +142,8 @@ def normalised_figure(frame: pd.DataFrame, param: str) -> Figure | None:
     for axis, variant in zip(axes, variants):
         rows = frame[(frame["variant"] == variant) & (frame["state"] == "COMPLETE")]
         color = model_color(variant)
-        axis.scatter(rows["value"], rows["relative_val_rmse"], s=8, color=color, alpha=0.25, lw=0)
+        axis.scatter(jitter(rows["value"], info.log, np.random.default_rng(0)), rows["relative_val_rmse"], s=8,
+                     color=color, alpha=0.25, lw=0)
         for _, task_rows in rows.groupby("task"):
             trend = kernel_trend(task_rows["value"], task_rows["relative_val_rmse"], info.log)
             if trend is not None:
@@ -154,6 +157,7 @@ def normalised_figure(frame: pd.DataFrame, param: str) -> Figure | None:
         _mark_default(axis, param)
         if info.log:
             axis.set_xscale("log")
+        parameter_ticks(axis, frame["value"], info.log)
         axis.set_yscale("log")
         plain_log_ticks(axis, "y")
         axis.set_title(f"{model_label(variant)} ({rows['task'].nunique()} tasks)")
@@ -181,7 +185,7 @@ def one_at_a_time(results: pd.DataFrame, param: str) -> pd.DataFrame:
 
 def oat_figure(curves: pd.DataFrame, search: pd.DataFrame, param: str) -> Figure | None:
     """One panel per task: test RMSE against the parameter with everything else at the best configuration."""
-    from analysis.figures import panel_grid, spans_decades
+    from analysis.figures import panel_grid, parameter_ticks, plain_log_ticks, spans_decades
 
     if curves.empty:
         return None
@@ -204,8 +208,10 @@ def oat_figure(curves: pd.DataFrame, search: pd.DataFrame, param: str) -> Figure
                              label=f"{model_label(variant)}: searched configuration")
         if info.log:
             axis.set_xscale("log")
+        parameter_ticks(axis, curves["value"], info.log)
         if spans_decades(rows["rmse_mean"]):
             axis.set_yscale("log")
+            plain_log_ticks(axis, "y")
         target = task_target(task)
         axis.set_title(task + (f" (target: {target})" if target else ""))
         axis.set_xlabel(axis_label(info))

@@ -246,7 +246,8 @@ def parity_figure(run: Run, task: str, variants=LANDSCAPE_VARIANTS) -> Figure | 
         return None
     everything = np.concatenate([np.r_[d["y_true"].to_numpy(float), d["y_pred"].to_numpy(float)] for d in data.values()])
     everything = everything[np.isfinite(everything)]
-    log = spans_decades(everything, ratio=100)
+    # log axes only when the bulk of the target (5th to 95th percentile) spans two decades
+    log = bool(everything.min() > 0 and spans_decades(np.percentile(everything, [5, 95]), ratio=100))
     low, high = float(everything.min()), float(everything.max())
     pad = 0.03 * (high - low) if not log else 0
     limits = (low - pad, high + pad) if not log else (low / 1.2, high * 1.2)

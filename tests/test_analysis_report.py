@@ -197,3 +197,24 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
 def test_importing_analysis_does_not_import_ray():
     code = "import analysis, analysis.__main__, analysis.report, sys; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_one_at_a_time_run_reads_searches_from_its_base_run(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    base = make_run(runs / "ctr23", tasks=("abalone", "kin8nm"), variants=("ltc_mhn", "ltc"), folds=1, trials=4,
+                    oat_values=(), journal=False, predictions=False)
+    oat = make_run(runs / "beta_sensitivity", tasks=("abalone", "kin8nm"), variants=("ltc_mhn",), folds=1,
+                   trials=0, oat_values=(0.01, 0.1, 1.0, 10.0), journal=False, predictions=False)
+    results = pd.read_parquet(oat / "results.parquet")
+    results[results["study"] == "one_at_a_time"].to_parquet(oat / "results.parquet")
+    (oat / "trials.parquet").unlink(missing_ok=True)
+    (oat / "spec.toml").write_text('[study]\nvariants = []\n[one_at_a_time]\nparam = "beta"\n'
+                                   f'base_run = "{base}"\n')
+    assert main(["sensitivity", str(oat), "--no-importances"]) == 0
+    out = Path(capsys.readouterr().out.strip()).parent
+    assert (out / "figures" / "sensitivity_beta_one_at_a_time.png").is_file()
+    assert (out / "figures" / "sensitivity_beta_per_task.png").is_file()  # trials of the base run
+    # the base run's report finds the sibling one-at-a-time run by its base_run
+    from analysis.runs import load_run, sibling_oat_runs
+
+    assert [r.path for r in sibling_oat_runs(load_run(base))] == [oat]
