@@ -122,9 +122,14 @@ def _landscape(args) -> Path:
     from analysis.stability import compute_task_landscapes, landscape_figure, landscape_file_name, landscape_table
 
     run = _load(args.run_dir)
+    from analysis.names import VARIANTS
+
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants:
         raise UsageError("--variants must name at least one variant, e.g. ltc,ltc_mhn")
+    not_neural = [v for v in variants if v not in VARIANTS]
+    if not_neural:
+        raise UsageError(f"--variants: {', '.join(not_neural)} has no torch network; choose from {', '.join(VARIANTS)}")
     if args.grid < 3:
         raise UsageError(f"--grid must be ≥ 3, got {args.grid}")
     if args.span <= 0:

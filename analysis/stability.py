@@ -18,7 +18,7 @@ from analysis.summaries import successful
 from analysis.tables import Table, format_number
 
 LANDSCAPE_VARIANTS = (NO_MEMORY_VARIANT, MAIN_VARIANT)
-DIVERGED = re.compile(r"non-?finite|nan|inf|overflow|diverg", re.IGNORECASE)
+DIVERGED = re.compile(r"non-?finite|\bnan\b|\binf\b|overflow|diverg", re.IGNORECASE)
 MAX_PARITY_POINTS = 4000
 
 
