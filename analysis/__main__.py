@@ -78,6 +78,13 @@ def _load(run_dir: Path):
         raise UsageError(str(error)) from None
 
 
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot write the output folder {folder} ({error.strerror}); choose one with --out DIR") from None
+
+
 def _report(args) -> Path:
     from analysis.report import write_report
 
@@ -86,6 +93,7 @@ def _report(args) -> Path:
         _load(args.oat_run)
     if args.landscape_tasks < 0:
         raise UsageError(f"--landscape-tasks must be ≥ 0, got {args.landscape_tasks}")
+    _writable(args.out if args.out is not None else run.path / "report")
     paths = write_report(run.path, args.out, args.landscape, args.landscape_tasks, args.oat_run,
                          tuple(args.param or ("beta",)))
     return paths.html
