@@ -168,13 +168,26 @@ def handle_sweep(args: argparse.Namespace) -> int:
     from hpo.sweep import RunExistsError
 
     try:
-        spec = load_spec(args.spec, overrides=args.overrides)
+        spec = resolve_base_run(load_spec(args.spec, overrides=args.overrides))
         if args.name:
             _check_name(args.name)
         run_dir = _new_run(spec, args)
     except (SpecError, RunExistsError) as error:
         return _usage_error(str(error))
     return _run(spec, run_dir, args, resume=False)
+
+
+def resolve_base_run(spec):
+    """Make ``one_at_a_time.base_run`` absolute and check it holds results (before Ray starts)."""
+    import dataclasses
+
+    oat = spec.one_at_a_time
+    if oat is None or not oat.base_run:
+        return spec
+    base = Path(oat.base_run).expanduser().resolve()
+    if not (base / "results.parquet").is_file():
+        raise SpecError(f"one_at_a_time.base_run: {base} holds no results.parquet (it must be a finished run directory)")
+    return dataclasses.replace(spec, one_at_a_time=dataclasses.replace(oat, base_run=str(base)))
 
 
 def tune_overrides(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> list[str]:

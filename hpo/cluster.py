@@ -41,7 +41,17 @@ def _quiet_ray_environment() -> None:
     """Keep Ray's console output readable (set only what the user has not set)."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Tune's classic reporter: silent at verbose=0 (our own lines), a status table at -v.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+
+
+def quiet_tune_logs(verbose: int) -> None:
+    """Below -v, keep Ray Tune's per-failure tracebacks off the console: each failed trial gets
+    one line of ours, and its traceback stays in Ray's experiment folder (error.txt)."""
+    level = logging.INFO if verbose >= 2 else logging.CRITICAL
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(level)
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False, echo=print) -> ClusterInfo:

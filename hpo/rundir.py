@@ -222,6 +222,11 @@ class RunDir:
         table = self.read_results()
         return {_row_key(row, RESULTS_KEY) for row in table.to_dict("records")}
 
+    def failed_keys(self) -> set[tuple]:
+        """Keys of the items whose results row says failed."""
+        table = self.read_results()
+        return {_row_key(row, RESULTS_KEY) for row in table.to_dict("records") if row["status"] != "ok"}
+
 
 def _normalise(value: Any) -> Any:
     if value is None:

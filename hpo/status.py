@@ -69,6 +69,7 @@ def status_rows(run_dir: RunDir) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         except Exception:  # an unreachable database must not break the status table
             storage = None
     now = _dt.datetime.now()
+    running = run_dir.is_running()
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     totals = {"items": len(plan), "done": 0, "failed": 0}
     for item in plan:
@@ -112,10 +113,10 @@ def status_rows(run_dir: RunDir) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             info = _in_flight(storage, study_name_for(spec, run_dir, item))
             row["trials_done"] += info["finished"]
             row["trials_failed"] += info["failed"]
-            row["running"] += info["running"]
+            row["running"] += info["running"] if running else 0  # else stale: resume re-runs them
             row["trials_remaining"] += max(0, planned - info["finished"])
             row["best_val_rmse"] = _min(row["best_val_rmse"], info["best"])
-            if info["started"] is not None and run_dir.is_running():
+            if info["started"] is not None and running:
                 row["seconds"] += max(0.0, (now - info["started"]).total_seconds())
         else:
             row["trials_remaining"] += planned

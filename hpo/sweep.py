@@ -46,6 +46,7 @@ class SweepSummary:
     n_ok: int = 0
     n_failed: int = 0
     n_skipped: int = 0
+    n_failed_before: int = 0
     n_trials: int = 0
     n_failed_trials: int = 0
     seconds: float = 0.0
@@ -53,7 +54,8 @@ class SweepSummary:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.n_failed else 0
+        """1 when any item of the run failed (this session or an earlier one), else 0."""
+        return 1 if self.n_failed or self.n_failed_before else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class SweepSummary:
             "ok": self.n_ok,
             "failed": self.n_failed,
             "already_done": self.n_skipped,
+            "already_failed": self.n_failed_before,
             "trials": self.n_trials,
             "failed_trials": self.n_failed_trials,
             "seconds": round(self.seconds, 1),
@@ -72,7 +75,7 @@ class SweepSummary:
         text = [
             f"Run {self.run_dir.name}: {ran} of {self.n_items} items run this session "
             f"({self.n_ok} ok, {self.n_failed} failed)"
-            + (f", {self.n_skipped} already done" if self.n_skipped else "")
+            + (f", {self.n_skipped} already done ({self.n_failed_before} failed)" if self.n_skipped else "")
             + f"; {self.n_trials} trials, {self.n_failed_trials} failed; {_duration(self.seconds)}",
         ]
         for label in self.failed_items[:20]:
@@ -163,16 +166,19 @@ class Driver:
         self.provenance = provenance
         self.folds = FoldCache(spec.study.validation_fraction)
         self._base_results = None
+        self.summary: SweepSummary | None = None
 
     # ------------------------------------------------------------------ plan
     def run(self, plan: list[WorkItem]) -> SweepSummary:
-        summary = SweepSummary(self.run_dir.root, len(plan))
+        summary = self.summary = SweepSummary(self.run_dir.root, len(plan))
         started = time.time()
         done = self.run_dir.finished_keys()
+        failed_before = self.run_dir.failed_keys()
         self._mark_stale(plan, done)
         for index, item in enumerate(plan, start=1):
             if item.key in done:
                 summary.n_skipped += 1
+                summary.n_failed_before += item.key in failed_before
                 continue
             prefix = f"[{index:>{len(str(len(plan)))}}/{len(plan)}] {item.label}"
             if self.verbose:
@@ -190,6 +196,7 @@ class Driver:
                 summary.n_failed += 1
                 summary.failed_items.append(f"{item.label}: {result['error']}")
             self.echo(f"{prefix}: {self._summary_line(result)}")
+            summary.seconds = time.time() - started
         summary.seconds = time.time() - started
         return summary
 
@@ -480,51 +487,66 @@ def run(
     Raises :class:`~hpo.cluster.ResourceError` before any work if the cluster cannot provide the
     resources per trial, :class:`~hpo.rundir.RunLockedError` if another driver holds the directory.
     """
-    from hpo.cluster import check_resources, resolve_gpu, start_ray, stop_ray
+    import optuna
+
+    from hpo.cluster import check_resources, quiet_tune_logs, resolve_gpu, start_ray, stop_ray
     from hpo.storage import open_storage, repair_journal, storage_description
 
-    with run_dir.lock():
-        if resume:
-            if spec.search.storage == "":
-                repair_journal(run_dir.journal_file)
-        else:
-            write_text(run_dir.spec_file, spec.to_toml())
-        provenance = Provenance(run_dir)
-        provenance.start_session(command or sys.argv, spec, storage_description(spec.search.storage, "optuna.journal"))
-        cluster = None
-        summary = SweepSummary(run_dir.root, 0)
-        try:
-            cluster = start_ray(address=address, num_cpus=num_cpus, dashboard=dashboard, echo=echo)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_tune_logs(verbose)
+
+    cluster = start_ray(address=address, num_cpus=num_cpus, dashboard=dashboard, echo=echo)
+    try:
+        gpu = resolve_gpu(spec.resources.gpu, cluster.num_gpus)
+        check_resources(spec.resources.cpu, gpu, cluster)  # refuse before any file is written
+        with run_dir.lock():
+            if resume:
+                if spec.search.storage == "":
+                    repair_journal(run_dir.journal_file)
+            else:
+                write_text(run_dir.spec_file, spec.to_toml())
+                run_dir.upsert_results([])  # both tables exist (empty) from the start
+                run_dir.upsert_trials([], [])
+            provenance = Provenance(run_dir)
+            provenance.start_session(
+                command or sys.argv, spec, storage_description(spec.search.storage, "optuna.journal")
+            )
             provenance.set_cluster(cluster.describe())
-            gpu = resolve_gpu(spec.resources.gpu, cluster.num_gpus)
-            check_resources(spec.resources.cpu, gpu, cluster)
-            storage = open_storage(spec.search.storage, run_dir.journal_file)
-            plan = build_plan(spec)
-            echo(
-                f"Run {run_dir.name}: {len(plan)} items ({len(spec.study.tasks)} tasks × {len(spec.study.models)} models "
-                f"× {len(spec.study.folds)} folds × {len(spec.study.seeds)} seeds"
-                + (f" + one-at-a-time points" if spec.one_at_a_time else "")
-                + f") on {cluster.num_cpus:g} CPUs / {cluster.num_gpus:g} GPUs, per trial {spec.resources.cpu:g} CPU"
-                + (f" + {gpu:g} GPU" if gpu else "")
-                + f"; results in {run_dir.root}"
-            )
-            driver = Driver(
-                spec,
-                run_dir,
-                cluster=cluster,
-                storage=storage,
-                gpu_per_trial=gpu,
-                verbose=verbose,
-                echo=echo,
-                provenance=provenance,
-            )
-            summary = driver.run(plan)
-            for line in summary.lines():
-                echo(line)
-            return summary
-        finally:
-            provenance.end_session(summary.as_dict() if summary.n_items else {"aborted": True})
-            stop_ray(cluster)
+            summary = SweepSummary(run_dir.root, 0)
+            driver = None
+            try:
+                storage = open_storage(spec.search.storage, run_dir.journal_file)
+                plan = build_plan(spec)
+                echo(
+                    f"Run {run_dir.name}: {len(plan)} items ({len(spec.study.tasks)} tasks × "
+                    f"{len(spec.study.models)} models × {len(spec.study.folds)} folds × {len(spec.study.seeds)} seeds"
+                    + (" + one-at-a-time points" if spec.one_at_a_time else "")
+                    + f") on {cluster.num_cpus:g} CPUs / {cluster.num_gpus:g} GPUs, per trial {spec.resources.cpu:g} CPU"
+                    + (f" + {gpu:g} GPU" if gpu else "")
+                    + f"; results in {run_dir.root}"
+                )
+                driver = Driver(
+                    spec,
+                    run_dir,
+                    cluster=cluster,
+                    storage=storage,
+                    gpu_per_trial=gpu,
+                    verbose=verbose,
+                    echo=echo,
+                    provenance=provenance,
+                )
+                summary = driver.run(plan)
+                for line in summary.lines():
+                    echo(line)
+                return summary
+            finally:
+                if driver is not None and driver.summary is not None:
+                    summary = driver.summary
+                provenance.end_session(
+                    summary.as_dict() if summary is not None and summary.n_items else {"aborted": True}
+                )
+    finally:
+        stop_ray(cluster)
 
 
 def load_run_spec(run_dir: RunDir) -> StudySpec:

@@ -209,6 +209,10 @@ class TrialRecorder(tune.Callback):
             )
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped before all its trials finished (Ctrl-C): nothing of it is recorded as done."""
+
+
 @dataclass
 class SearchOutcome:
     """What one search produced: its trials and its best configuration (None if all failed)."""
@@ -223,6 +227,18 @@ class SearchOutcome:
     interrupted_trials: int = 0
     stale_trials: int = 0
     attempts: list[int] = field(default_factory=list)
+
+
+def _reporter(space: Space) -> tune.CLIReporter:
+    """Ray Tune's status table, showing the validation RMSE and the searched parameters."""
+    return tune.CLIReporter(
+        metric_columns={"epoch": "epoch", "val_rmse": "val RMSE", "best_val_rmse": "best"},
+        parameter_columns=[name for name in space],
+        max_report_frequency=15,
+        sort_by_metric=True,
+        metric="best_val_rmse",
+        mode="min",
+    )
 
 
 def _next_attempt(search_dir: Path) -> int:
@@ -312,6 +328,7 @@ def run_search(
                 storage_path=str(search_dir),
                 callbacks=[recorder],
                 verbose=ray_verbose,
+                progress_reporter=_reporter(space) if ray_verbose else None,
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
@@ -320,6 +337,10 @@ def run_search(
         except Exception as exc:  # Ray itself failed: the search fails, the sweep goes on
             error = f"Ray Tune failed: {type(exc).__name__}: {exc}"[:_ERROR_CHARS]
     trials = finished_trials(storage, study_name)
+    if remaining > 0 and error is None and len(trials) < n_trials:
+        raise SearchInterrupted(
+            f"{study_name}: stopped after {len(trials)} of {n_trials} trials; `python -m hpo resume` continues it"
+        )
     rows = trial_rows(trials, read_jsonl(trial_log))
     interrupted = sum(
         1

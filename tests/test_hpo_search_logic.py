@@ -327,3 +327,50 @@ def test_repair_journal_cuts_a_torn_line(tmp_path):
     study = optuna.load_study(study_name="s", storage=journal_storage(path))
     study.tell(study.ask(), 1.0)
     assert len(optuna.load_study(study_name="s", storage=journal_storage(path)).trials) == 1
+
+
+def test_driver_runs_each_item_once_across_sessions(tmp_path, monkeypatch):
+    from hpo.sweep import Driver
+
+    spec = parse_spec(
+        {"study": {"tasks": ["concrete_compressive_strength"], "variants": [], "baselines": ["ridge", "tree"], "folds": 2}}
+    )
+    plan = build_plan(spec)
+    run = RunDir(tmp_path)
+    driver = Driver(spec, run, cluster=None, storage=journal_storage(tmp_path / "optuna.journal"), gpu_per_trial=0, verbose=0, echo=lambda text: None)
+    ran = []
+
+    def execute(item):
+        ran.append(item.key)
+        row = driver._base_row(item)
+        row.update(status="failed" if item.variant == "tree" else "ok", error="boom", n_trials=0)
+        return driver._finish(row), None
+
+    monkeypatch.setattr(driver, "execute", execute)
+    first = driver.run(plan[:3])  # the session is stopped after three items
+    second = driver.run(plan)
+    assert ran == [item.key for item in plan]  # every item once, failed ones included
+    assert (first.n_ok, first.n_failed, first.exit_code) == (2, 1, 1)
+    assert (second.n_skipped, second.n_failed_before, second.n_ok, second.n_failed) == (3, 1, 0, 1)
+    third = driver.run(plan)  # nothing left to do; the run still holds failed items
+    assert (third.n_skipped, third.n_failed_before, third.exit_code) == (4, 2, 1)
+    assert len(run.read_results()) == len(plan)
+
+
+def test_a_storage_url_works_like_the_journal(tmp_path):
+    from hpo.plan import WorkItem
+    from hpo.storage import open_storage, storage_description
+    from hpo.sweep import study_name_for
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = open_storage(url, tmp_path / "unused.journal")
+    searcher, _ = make_searcher(storage, name="run/t/ltc_mhn/fold0/seed0")
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", run_epochs(searcher, "a", [2.0, 1.0]))
+    assert optuna.load_study(study_name="run/t/ltc_mhn/fold0/seed0", storage=url).best_value == 1.0
+    assert not (tmp_path / "unused.journal").exists()
+    # in a shared database the run's name keeps its studies apart
+    spec = parse_spec({"study": {"tasks": ["concrete_compressive_strength"]}, "search": {"storage": url}})
+    item = WorkItem("concrete_compressive_strength", "ltc_mhn", 0, 0, 0, "search")
+    assert study_name_for(spec, RunDir(tmp_path / "myrun"), item) == "myrun/concrete_compressive_strength/ltc_mhn/fold0/seed0"
+    assert storage_description("postgresql://me:secret@db/optuna", "x") == "postgresql://me:***@db/optuna"
