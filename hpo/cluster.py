@@ -68,16 +68,18 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, dashboard
     if not ray.is_initialized():
         if dashboard and os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
             echo("warning: RAY_AUTH_MODE=disabled is set: the dashboard will accept anyone on this machine")
-        kwargs = dict(
-            include_dashboard=bool(dashboard),
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
-        if dashboard:
-            kwargs["dashboard_host"] = "127.0.0.1"
+        kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
         if address:
+            if dashboard:
+                echo(f"note: --dashboard starts a local dashboard only; the cluster at {address} serves its own")
+            if num_cpus:
+                echo("note: --num-cpus sizes a local Ray only; ignored with --address")
+            dashboard = False
             context = ray.init(address=address, **kwargs)
         else:
+            kwargs["include_dashboard"] = bool(dashboard)
+            if dashboard:
+                kwargs["dashboard_host"] = "127.0.0.1"
             context = ray.init(num_cpus=num_cpus, **kwargs)
         started_here = True
         dashboard_url = getattr(context, "dashboard_url", None) or None
