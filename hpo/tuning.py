@@ -134,14 +134,9 @@ def _error_text(trial: Trial) -> str:
         text = Path(path).read_text(errors="replace")
     if not text:
         text = str(getattr(trial, "error_msg", "") or "unknown error")
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    # The last line holds the exception; Ray wraps it, keep what names the exception.
-    tail = lines[-1].strip() if lines else "unknown error"
-    for line in reversed(lines):
-        stripped = line.strip()
-        if ("Error" in stripped or "Exception" in stripped) and not stripped.startswith("File "):
-            tail = stripped
-            break
+    # A Python traceback ends with the exception line: "module.ErrorType: message".
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and set(line.strip()) != {"^"}]
+    tail = lines[-1] if lines else "unknown error"
     return tail[:_ERROR_CHARS]
 
 

@@ -374,3 +374,18 @@ def test_a_storage_url_works_like_the_journal(tmp_path):
     item = WorkItem("concrete_compressive_strength", "ltc_mhn", 0, 0, 0, "search")
     assert study_name_for(spec, RunDir(tmp_path / "myrun"), item) == "myrun/concrete_compressive_strength/ltc_mhn/fold0/seed0"
     assert storage_description("postgresql://me:secret@db/optuna", "x") == "postgresql://me:***@db/optuna"
+
+
+def test_a_diverging_fit_raises():
+    from hpo.estimators import DivergedError, FitSettings, fit_estimator
+
+    class Diverging:
+        def fit(self, X, y, eval_set=None, epoch_callback=None):
+            epoch_callback({"epoch": 1, "val_rmse": 2.0, "train_loss": 1.0, "val_loss": 1.0})
+            epoch_callback({"epoch": 2, "val_rmse": math.inf, "train_loss": 1e30, "val_loss": math.inf})
+            return self
+
+    seen = []
+    with pytest.raises(DivergedError, match="epoch 2"):
+        fit_estimator(Diverging(), FitSettings("ltc_mhn"), None, None, None, None, epoch_callback=seen.append)
+    assert [record["epoch"] for record in seen] == [1]  # the non-finite epoch is never reported
