@@ -12,9 +12,13 @@ from torch import nn
 from ._util import check_choice, check_int, check_positive
 from .coupling import AdditiveCoupling
 from .hopfield import ATTENTION_MODES, HopfieldMemory
+from .kernels import liquid_integrate
 from .ltc import LTCCell, default_step_size
 
 VARIANTS = ("ltc_mhn", "ltc", "zero_beta", "fixed_beta", "matched_ltc")
+# How encode() evaluates the same equations: "fused" (model.kernels: one autograd node for the
+# whole solver, hand-written backward; the default) or "reference" (the plain loop of autograd ops).
+KERNELS = ("fused", "reference")
 
 # Network hyperparameters and their defaults (MODEL.md §6). `step_size` None means Δt = 1/T.
 NETWORK_DEFAULTS: dict[str, object] = {
@@ -28,6 +32,7 @@ NETWORK_DEFAULTS: dict[str, object] = {
     "feedback": True,
     "step_size": None,
     "attention": "auto",
+    "kernel": "fused",
 }
 MEMORY_HYPERPARAMETERS = ("hopfield_size", "heads", "beta", "alpha", "delta", "feedback")
 MATCH_TOLERANCE = 0.05  # matched_ltc's parameter count is within 5 % of ltc_mhn's
@@ -66,7 +71,14 @@ class LiquidHopfieldNetwork(nn.Module):
     ``forward(u)`` returns one prediction per row (shape: batch). With memory and ``feedback``,
     the coupled state replaces the liquid state after every RK4 step (x ← z = α x + δ r(x));
     without feedback, z_T = α x_T + δ r(x_T) once. Without memory, z_T = x_T.
+
+    ``kernel`` (an attribute that may be changed at any time) chooses how :meth:`encode` runs:
+    ``"fused"`` (:mod:`model.kernels`, the default) or ``"reference"`` (the plain loop over
+    :meth:`LTCCell.rk4_step`); both give the same numbers to rounding. Under ``torch.compile``
+    the plain loop is traced, so the compiler fuses it itself.
     """
+
+    kernel: str = "fused"  # class default: networks pickled before the attribute existed load as fused
 
     def __init__(
         self,
@@ -78,11 +90,13 @@ class LiquidHopfieldNetwork(nn.Module):
         coupling: AdditiveCoupling | None = None,
         feedback: bool = True,
         variant: str = "custom",
+        kernel: str = "fused",
     ) -> None:
         super().__init__()
         if (memory is None) != (coupling is None):
             raise ValueError("memory and coupling must be given together (or both left out)")
         self.variant = variant
+        self.kernel = check_choice("kernel", kernel, KERNELS)
         self.n_features = check_int("n_features", n_features)
         self.hidden_size = check_int("hidden_size", hidden_size)
         self.unfolds = check_int("unfolds", unfolds)  # T
@@ -117,6 +131,12 @@ class LiquidHopfieldNetwork(nn.Module):
 
     def encode(self, u: torch.Tensor) -> torch.Tensor:
         """The representation z_T the head reads, from x(0) = 0 after T RK4 steps."""
+        if self.kernel == "reference" or torch.compiler.is_compiling():
+            return self.encode_reference(u)
+        return self.encode_fused(u)
+
+    def encode_reference(self, u: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` as a plain loop of autograd operations (the definition the fused kernel must match)."""
         cell = self.cell
         drive = cell.input_drive(u)  # W_u u + b, once per forward pass
         inverse_tau = 1.0 / cell.tau  # 1/τ, once per forward pass
@@ -128,6 +148,27 @@ class LiquidHopfieldNetwork(nn.Module):
                 x = couple(x)  # x ← z = α x + δ r(x)
         if couple is not None and not self.feedback:
             x = couple(x)  # z_T = α x_T + δ r(x_T)
+        return x
+
+    def encode_fused(self, u: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` through :func:`model.kernels.liquid_integrate` (one autograd node per solve)."""
+        cell, memory = self.cell, self.memory
+        drive = cell.input_drive(u)  # W_u u + b, once per forward pass
+        inverse_tau = 1.0 / cell.tau  # 1/τ, once per forward pass
+        solver = (drive, cell.recurrent_map.weight, cell.reversal, inverse_tau)
+        if memory is None or not self.feedback:
+            x = liquid_integrate(*solver, self.unfolds, self.step_size)
+            return x if memory is None else self.couple(x)  # z_T = α x_T + δ r(x_T)
+        if memory.resolved_attention() == "folded":  # δ W_o folded into the values, β and W_q into the keys
+            folded = memory.fold(output_scale=self.coupling.delta)
+            return liquid_integrate(
+                *solver, self.unfolds, self.step_size,
+                keys=folded.keys, values=folded.values, alpha=self.coupling.alpha, heads=memory.heads,
+            )
+        couple = self.coupling_step()
+        x = None  # x(0) = 0
+        for _ in range(self.unfolds):
+            x = couple(liquid_integrate(*solver, 1, self.step_size, initial=x))  # x ← z = α x + δ r(x)
         return x
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -194,6 +235,7 @@ def resolve_hyperparameters(variant: str, hyperparameters: dict) -> dict:
     check_int("unfolds", settings["unfolds"])
     check_int("hopfield_size", settings["hopfield_size"])
     check_choice("attention", settings["attention"], ATTENTION_MODES)
+    check_choice("kernel", settings["kernel"], KERNELS)
     if settings["step_size"] is not None:
         check_positive("step_size", settings["step_size"])
     spec = VARIANT_SPECS[variant]
@@ -215,7 +257,7 @@ def build_network(variant: str, n_features: int, **hyperparameters) -> LiquidHop
     """Build the torch module for ``variant`` (one of :data:`VARIANTS`) on ``n_features`` inputs.
 
     Hyperparameters (defaults in :data:`NETWORK_DEFAULTS`): hidden_size, unfolds, hopfield_size,
-    heads, beta, alpha, delta, feedback, step_size (None: 1/unfolds), attention. Variants without
+    heads, beta, alpha, delta, feedback, step_size (None: 1/unfolds), attention, kernel. Variants without
     memory ignore the memory settings; ``matched_ltc`` uses hidden_size and hopfield_size only to
     size itself against ``ltc_mhn``.
     """
@@ -246,6 +288,7 @@ def build_network(variant: str, n_features: int, **hyperparameters) -> LiquidHop
         coupling=coupling,
         feedback=settings["feedback"],
         variant=variant,
+        kernel=settings["kernel"],
     )
     if spec.matched:
         network.matched_parameter_count = ltc_mhn_parameter_count(
@@ -255,6 +298,7 @@ def build_network(variant: str, n_features: int, **hyperparameters) -> LiquidHop
 
 
 __all__ = [
+    "KERNELS",
     "LiquidHopfieldNetwork",
     "MATCH_TOLERANCE",
     "NETWORK_DEFAULTS",
