@@ -220,18 +220,3 @@ def test_one_at_a_time_run_reads_searches_from_its_base_run(tmp_path, capsys):
     from analysis.runs import load_run, sibling_oat_runs
 
     assert [r.path for r in sibling_oat_runs(load_run(base))] == [oat]
-
-
-@pytest.mark.skipif(not __import__("os").environ.get("ANALYSIS_SMOKE_RUN"),
-                    reason="set ANALYSIS_SMOKE_RUN to a run directory of studies/smoke.toml (python -m hpo main)")
-def test_report_of_a_real_smoke_run(tmp_path, mirror, capsys):
-    """The same checks on a run written by the search itself (read-only: the report goes to tmp_path)."""
-    import os
-
-    run = Path(os.environ["ANALYSIS_SMOKE_RUN"])
-    out = tmp_path / "report"
-    assert main(["report", str(run), "--out", str(out)]) == 0
-    html = _check_outputs(out, out / "report.html")
-    for title in SECTIONS:
-        assert f">{title}</h" in html, title
-    assert list((out / "figures").glob("landscape_*.png")), "no landscape drawn"

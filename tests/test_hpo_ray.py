@@ -226,6 +226,24 @@ def test_predictions_and_models_agree_with_the_results(e2e):
             np.testing.assert_allclose(reloaded, predictions["y_pred"], rtol=1e-4, atol=1e-4 * data.y.std())
 
 
+def test_report_of_the_sweep(e2e, tmp_path, capsys):
+    """The analysis report of a run written by the search itself: every section, valid images.
+
+    The e2e run is partial on purpose (every ltc search fails), which the report must show
+    rather than crash on.
+    """
+    from analysis.__main__ import main as analysis_main
+    from test_analysis_report import SECTIONS, _check_outputs
+
+    out = tmp_path / "report"
+    assert analysis_main(["report", str(e2e["run"].root), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("report.html")
+    html = _check_outputs(out, out / "report.html")
+    for title in SECTIONS:
+        assert f">{title}</h" in html, title
+    assert list((out / "figures").glob("parity_*.png")), "no parity plot drawn"
+
+
 def test_status_table(e2e):
     code, out, _ = run_cli(["status", str(e2e["run"].root)])
     assert code == 0
