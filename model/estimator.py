@@ -12,7 +12,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._util import check_int, check_positive
 from .network import VARIANTS, LiquidHopfieldNetwork, build_network, resolve_hyperparameters
-from .trainer import EpochCallback, predict_tensor, resolve_device, torch_threads, train_network
+from .trainer import (
+    EpochCallback,
+    compile_from_environment,
+    predict_tensor,
+    resolve_device,
+    torch_threads,
+    train_network,
+)
 
 _NETWORK_PARAMS = ("hidden_size", "unfolds", "hopfield_size", "heads", "beta", "alpha", "delta", "feedback")
 
@@ -24,6 +31,10 @@ class LiquidHopfieldRegressor(RegressorMixin, BaseEstimator):
     Pipeline); targets are standardised internally on the training part and predictions are in
     original units. Early stopping uses ``eval_set`` when given, else a seeded
     ``validation_fraction`` holdout of the rows passed to :meth:`fit`.
+
+    Training runs eagerly through the fused solver kernel; setting the environment variable
+    ``LIQUID_MEMORY_COMPILE`` (see :data:`model.trainer.COMPILE_ENVIRONMENT_VARIABLE`) trains
+    through ``torch.compile`` instead, without changing any estimator parameter.
 
     Fitted attributes: ``network_`` (on CPU after unpickling), ``history_`` (one record per epoch:
     epoch, train_loss, val_loss, val_rmse), ``best_epoch_``, ``n_epochs_``, ``target_mean_``,
@@ -123,6 +134,7 @@ class LiquidHopfieldRegressor(RegressorMixin, BaseEstimator):
         scale = float(np.std(y_train))
         self.target_scale_ = scale if scale > 0 and math.isfinite(scale) else 1.0
         device = resolve_device(self.device)
+        compile_mode = compile_from_environment()  # checked before any work
 
         with torch_threads(self.n_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -146,6 +158,7 @@ class LiquidHopfieldRegressor(RegressorMixin, BaseEstimator):
                 seed=seed,
                 epoch_callback=epoch_callback,
                 target_scale=self.target_scale_,
+                compile=compile_mode,
             )
         self.network_ = network
         self.history_ = result.history

@@ -198,11 +198,9 @@ class LiquidIntegration(torch.autograd.Function):
             if memory:  # back through z = α x' + P V, P = softmax_heads(x' K)
                 grad_z = grad_coupled[step]
                 weights = attention[step].view(batch, heads, slots_per_head)
-                torch.mm(grad_z, values.t(), out=grad_weights)
-                grouped_grad_weights.mul_(weights)
-                total = grouped_grad_weights.sum(-1, keepdim=True)
-                torch.addcmul(
-                    grouped_grad_weights, weights, total, value=-1.0, out=grad_logits[step].view_as(weights)
+                torch.mm(grad_z, values.t(), out=grad_weights)  # ∂L/∂P = ∂L/∂z Vᵀ
+                torch.ops.aten._softmax_backward_data.out(  # ∂L/∂logits = P ⊙ (∂L/∂P − Σ_i P ∂L/∂P)
+                    grouped_grad_weights, weights, -1, weights.dtype, grad_input=grad_logits[step].view_as(weights)
                 )
                 grad_x = torch.mul(grad_z, alpha, out=step_grads[step % 2]).addmm_(grad_logits[step], keys.t())
             # back through x' = x + h/6 (k_0 + 2 k_1 + 2 k_2 + k_3)

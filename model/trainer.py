@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -19,6 +20,11 @@ from torch.nn import functional as F
 from ._util import check_int, check_positive
 
 EVALUATION_BATCH_SIZE = 16384
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Environment switch read by LiquidHopfieldRegressor.fit (so Ray trials inherit it): unset, "0",
+# "false" or "off" train eagerly; "1", "true" or "on" use torch.compile's default mode; a mode name
+# from COMPILE_MODES selects that mode ("reduce-overhead" captures CUDA graphs on a GPU).
+COMPILE_ENVIRONMENT_VARIABLE = "LIQUID_MEMORY_COMPILE"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -68,6 +74,32 @@ def torch_threads(n_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def resolve_compile(compile: bool | str | None) -> str | None:
+    """The torch.compile mode for a ``compile`` setting (None: train eagerly)."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return "default"
+    if isinstance(compile, str) and compile in COMPILE_MODES:
+        return compile
+    raise ValueError(f"compile must be True, False or one of {', '.join(COMPILE_MODES)}; got {compile!r}")
+
+
+def compile_from_environment() -> str | None:
+    """The compile setting named by the ``LIQUID_MEMORY_COMPILE`` environment variable (None: eager)."""
+    value = os.environ.get(COMPILE_ENVIRONMENT_VARIABLE, "").strip().lower()
+    if value in ("", "0", "false", "off", "no"):
+        return None
+    if value in ("1", "true", "on", "yes"):
+        return "default"
+    try:
+        return resolve_compile(value)
+    except ValueError:
+        raise ValueError(
+            f"{COMPILE_ENVIRONMENT_VARIABLE}={value!r}: use 0/1 or one of {', '.join(COMPILE_MODES)}"
+        ) from None
+
+
 def predict_tensor(network: nn.Module, inputs: torch.Tensor, batch_size: int = EVALUATION_BATCH_SIZE) -> torch.Tensor:
     """Network outputs for every row of ``inputs``, in large batches without autograd."""
     was_training = network.training
@@ -106,6 +138,7 @@ def train_network(
     seed: int = 0,
     epoch_callback: EpochCallback | None = None,
     target_scale: float = 1.0,
+    compile: bool | str | None = False,
 ) -> TrainingResult:
     """Train ``network`` in place with Adam on MSE; keep the weights of the best validation epoch.
 
@@ -114,6 +147,11 @@ def train_network(
     (``val_rmse = sqrt(val_loss) * target_scale``: original units); an exception it raises
     propagates. Training stops after ``patience`` epochs without a lower validation loss (None:
     never early) or after ``max_epochs``. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+
+    ``compile`` (False, True or a mode of :data:`COMPILE_MODES`) trains full batches through
+    ``torch.compile(network)``; the last, smaller batch of an epoch and the validation pass run
+    eagerly, so one shape is compiled. On this project's CPU workloads the fused eager kernel is
+    about as fast and compiling costs a minute per new shape, so the default is off.
     """
     learning_rate = check_positive("learning_rate", learning_rate)
     batch_size = check_int("batch_size", batch_size)
@@ -121,6 +159,7 @@ def train_network(
     patience = None if patience is None else check_int("patience", patience)
     grad_clip = None if grad_clip is None else check_positive("grad_clip", grad_clip)
     weight_decay = check_positive("weight_decay", weight_decay, allow_zero=True)
+    compile_mode = resolve_compile(compile)
     if len(X_train) == 0 or len(X_val) == 0:
         raise ValueError("training and validation parts must each hold at least one row")
 
@@ -134,6 +173,8 @@ def train_network(
     best_state = _snapshot(network)
     epochs_without_improvement = 0
 
+    compiled = torch.compile(network, mode=compile_mode, dynamic=False) if compile_mode else network
+
     network.train()
     for epoch in range(1, max_epochs + 1):
         order = torch.randperm(n_rows, generator=generator).to(device)
@@ -142,7 +183,8 @@ def train_network(
         for start in range(0, n_rows, batch_size):
             batch_inputs = inputs[start : start + batch_size]
             batch_targets = targets[start : start + batch_size]
-            loss = F.mse_loss(network(batch_inputs), batch_targets)
+            forward = compiled if len(batch_inputs) == batch_size else network
+            loss = F.mse_loss(forward(batch_inputs), batch_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
@@ -179,11 +221,15 @@ def train_network(
 
 
 __all__ = [
+    "COMPILE_ENVIRONMENT_VARIABLE",
+    "COMPILE_MODES",
     "EpochCallback",
     "NonFiniteLossError",
     "TrainingResult",
+    "compile_from_environment",
     "mean_squared_error",
     "predict_tensor",
+    "resolve_compile",
     "resolve_device",
     "torch_threads",
     "train_network",
