@@ -14,6 +14,7 @@ from ._util import check_int, check_positive
 from .network import VARIANTS, LiquidHopfieldNetwork, build_network, resolve_hyperparameters
 from .trainer import (
     EpochCallback,
+    StateCallback,
     compile_from_environment,
     predict_tensor,
     resolve_device,
@@ -113,8 +114,20 @@ class LiquidHopfieldRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
         return int(self.random_state)
 
-    def fit(self, X, y, eval_set=None, epoch_callback: EpochCallback | None = None) -> "LiquidHopfieldRegressor":
-        """Train a fresh network on (X, y); ``eval_set=(X_val, y_val)`` is used for early stopping."""
+    def fit(
+        self,
+        X,
+        y,
+        eval_set=None,
+        epoch_callback: EpochCallback | None = None,
+        state_callback: StateCallback | None = None,
+        resume_state: dict | None = None,
+    ) -> "LiquidHopfieldRegressor":
+        """Train a fresh network on (X, y); ``eval_set=(X_val, y_val)`` is used for early stopping.
+
+        ``state_callback`` / ``resume_state`` checkpoint and continue an interrupted fit of the same
+        data and settings (see :func:`model.trainer.train_network`).
+        """
         self._check_settings()
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
@@ -159,6 +172,8 @@ class LiquidHopfieldRegressor(RegressorMixin, BaseEstimator):
                 epoch_callback=epoch_callback,
                 target_scale=self.target_scale_,
                 compile=compile_mode,
+                state_callback=state_callback,
+                resume_state=resume_state,
             )
         self.network_ = network
         self.history_ = result.history

@@ -32,6 +32,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 EpochCallback = Callable[[dict], None]
+StateCallback = Callable[[dict], None]
 
 
 @dataclass
@@ -122,6 +123,20 @@ def _snapshot(network: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().clone() for name, value in network.state_dict().items()}
 
 
+# Keys of the training state handed to ``state_callback`` and accepted as ``resume_state``.
+TRAINING_STATE_KEYS = (
+    "epoch",  # the last finished epoch (1-based)
+    "network",  # network.state_dict() after that epoch
+    "optimizer",  # optimizer.state_dict()
+    "generator",  # state of the batch-order generator
+    "best_state",  # weights of the best validation epoch so far
+    "best_val_loss",
+    "best_epoch",
+    "epochs_without_improvement",
+    "history",  # the epoch records so far
+)
+
+
 def train_network(
     network: nn.Module,
     X_train: torch.Tensor,
@@ -139,6 +154,8 @@ def train_network(
     epoch_callback: EpochCallback | None = None,
     target_scale: float = 1.0,
     compile: bool | str | None = False,
+    state_callback: StateCallback | None = None,
+    resume_state: dict | None = None,
 ) -> TrainingResult:
     """Train ``network`` in place with Adam on MSE; keep the weights of the best validation epoch.
 
@@ -152,6 +169,12 @@ def train_network(
     ``torch.compile(network)``; the last, smaller batch of an epoch and the validation pass run
     eagerly, so one shape is compiled. On this project's CPU workloads the fused eager kernel is
     about as fast and compiling costs a minute per new shape, so the default is off.
+
+    Checkpointing (used to retry a trial whose worker died): ``state_callback`` receives, after
+    each epoch and before ``epoch_callback``, the whole training state (:data:`TRAINING_STATE_KEYS`;
+    its tensors are live, so serialise or copy them before training goes on). Passing such a state
+    as ``resume_state`` continues from the epoch after it as the uninterrupted run would have
+    (same batch order, optimizer moments, early-stopping bookkeeping and history).
     """
     learning_rate = check_positive("learning_rate", learning_rate)
     batch_size = check_int("batch_size", batch_size)
@@ -172,11 +195,27 @@ def train_network(
     result = TrainingResult()
     best_state = _snapshot(network)
     epochs_without_improvement = 0
+    first_epoch = 1
+    if resume_state is not None:
+        missing = [key for key in TRAINING_STATE_KEYS if key not in resume_state]
+        if missing:
+            raise ValueError(f"resume_state lacks {', '.join(missing)}; pass a state given to state_callback")
+        network.load_state_dict(resume_state["network"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        generator.set_state(resume_state["generator"])
+        best_state = {name: value.detach().clone().to(device) for name, value in resume_state["best_state"].items()}
+        result.history = [dict(record) for record in resume_state["history"]]
+        result.best_val_loss = float(resume_state["best_val_loss"])
+        result.best_epoch = int(resume_state["best_epoch"])
+        epochs_without_improvement = int(resume_state["epochs_without_improvement"])
+        first_epoch = int(resume_state["epoch"]) + 1
+        if patience is not None and epochs_without_improvement >= patience:
+            first_epoch = max_epochs + 1  # it had stopped early already
 
     compiled = torch.compile(network, mode=compile_mode, dynamic=False) if compile_mode else network
 
     network.train()
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(first_epoch, max_epochs + 1):
         order = torch.randperm(n_rows, generator=generator).to(device)
         inputs, targets = X_train.index_select(0, order), y_train.index_select(0, order)
         loss_sum = torch.zeros((), device=device)
@@ -211,6 +250,20 @@ def train_network(
             epochs_without_improvement = 0
         else:
             epochs_without_improvement += 1
+        if state_callback is not None:
+            state_callback(
+                {
+                    "epoch": epoch,
+                    "network": network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "best_state": best_state,
+                    "best_val_loss": result.best_val_loss,
+                    "best_epoch": result.best_epoch,
+                    "epochs_without_improvement": epochs_without_improvement,
+                    "history": [dict(r) for r in result.history],
+                }
+            )
         if epoch_callback is not None:
             epoch_callback(dict(record))
         if patience is not None and epochs_without_improvement >= patience:
@@ -225,6 +278,8 @@ __all__ = [
     "COMPILE_MODES",
     "EpochCallback",
     "NonFiniteLossError",
+    "StateCallback",
+    "TRAINING_STATE_KEYS",
     "TrainingResult",
     "compile_from_environment",
     "mean_squared_error",
