@@ -90,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run a study spec (studies/*.toml): every task × model × outer fold × seed, baselines included.",
     )
     sweep.add_argument("spec", type=Path, help="study spec, e.g. studies/smoke.toml")
+    sweep.add_argument(
+        "--storage",
+        metavar="URL",
+        help="keep the Optuna studies in this database instead of the run's optuna.journal, e.g. "
+        "postgresql://user:password@host:5432/db (sets search.storage; the password is never written)",
+    )
     _add_run_options(sweep)
     _add_ray_options(sweep)
     sweep.set_defaults(func=handle_sweep)
@@ -168,7 +174,7 @@ def handle_sweep(args: argparse.Namespace) -> int:
     from hpo.sweep import RunExistsError
 
     try:
-        spec = resolve_base_run(load_spec(args.spec, overrides=args.overrides))
+        spec = resolve_base_run(load_spec(args.spec, overrides=args.overrides + storage_override(args.storage)))
         if args.name:
             _check_name(args.name)
         run_dir = _new_run(spec, args)
@@ -223,12 +229,18 @@ def tune_overrides(args: argparse.Namespace, raw: dict[str, Any] | None = None) 
         overrides.append(f"study.seeds={_toml_list(args.seeds)}")
     if args.gpu is not None:
         overrides.append(f'resources.gpu="auto"' if args.gpu == "auto" else f"resources.gpu={_number(args.gpu, '--gpu')}")
-    if args.storage is not None:
-        overrides.append(f'search.storage="{args.storage}"')
+    overrides += storage_override(args.storage)
     grace = (raw or {}).get("scheduler", {}).get("grace_period", DEFAULTS["scheduler"]["grace_period"])
     if args.epochs is not None and isinstance(grace, int) and grace > args.epochs >= 1:
         overrides.append(f"scheduler.grace_period={args.epochs}")  # ASHA's first rung within the epochs
     return overrides + list(args.overrides)
+
+
+def storage_override(url: str | None) -> list[str]:
+    """``--set`` string for a ``--storage`` URL (any character of a password quoted safely)."""
+    import json
+
+    return [] if url is None else [f"search.storage={json.dumps(url, ensure_ascii=False)}"]
 
 
 def _number(text: str, flag: str) -> float:

@@ -1,12 +1,20 @@
 """Starting or joining Ray, the optional local dashboard, and refusing resource requests the
 cluster cannot meet (a GPU request on a cluster without GPUs would leave trials pending forever).
+
+Joining a cluster (``--address HOST:PORT``): the driver records the cluster's nodes, masks any
+storage password in the command line Ray records as the job's entrypoint, explains a refused
+authentication token, and finds out which nodes see the run directory (see
+:meth:`ClusterInfo.nodes_not_seeing`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from hpo.spec import AUTO, AUTO_GPU_FRACTION
 
@@ -26,6 +34,8 @@ class ClusterInfo:
     max_node_gpus: float
     dashboard_url: str | None
     started_here: bool
+    nodes: list[dict] = field(default_factory=list)  # alive nodes: node_id, ip, cpus, gpus, head
+    _blind: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def describe(self) -> dict:
         return {
@@ -34,7 +44,29 @@ class ClusterInfo:
             "gpus": self.num_gpus,
             "dashboard": self.dashboard_url,
             "joined": not self.started_here,
+            "nodes": self.nodes,
         }
+
+    def nodes_not_seeing(self, directory: str | Path, echo=None) -> list[str]:
+        """Addresses of the nodes that cannot see ``directory`` (a folder of the driver): there
+        is no shared filesystem between them and the driver. Checked once per folder, by a
+        zero-CPU Ray task on every node; a Ray this driver started itself shares everything.
+
+        Nothing the search needs goes through that folder (trial data travel through Ray's object
+        store, results back to the driver), but Ray Tune can keep trial checkpoints only in a
+        folder every node sees; ``echo`` (if given) says so once.
+        """
+        key = str(Path(directory).resolve())
+        if key not in self._blind:
+            self._blind[key] = [] if self.started_here and not self.address else _nodes_not_seeing(Path(key), self.nodes)
+            if self._blind[key] and echo is not None:
+                echo(
+                    f"note: node(s) {', '.join(self._blind[key])} do not see {key} (no shared filesystem): trial "
+                    f"data reach them through Ray's object store and every result comes back to this driver, "
+                    f"but a trial lost with its node restarts from its first epoch (Ray Tune keeps trial "
+                    f"checkpoints only in a folder every node sees)"
+                )
+        return list(self._blind[key])
 
 
 def _quiet_ray_environment() -> None:
@@ -75,12 +107,12 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, dashboard
             if num_cpus:
                 echo("note: --num-cpus sizes a local Ray only; ignored with --address")
             dashboard = False
-            context = ray.init(address=address, **kwargs)
+            context = _init(address=address, **kwargs)
         else:
             kwargs["include_dashboard"] = bool(dashboard)
             if dashboard:
                 kwargs["dashboard_host"] = "127.0.0.1"
-            context = ray.init(num_cpus=num_cpus, **kwargs)
+            context = _init(num_cpus=num_cpus, **kwargs)
         started_here = True
         dashboard_url = getattr(context, "dashboard_url", None) or None
         if dashboard:
@@ -104,7 +136,88 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, dashboard
         max_node_gpus=max((float(n.get("Resources", {}).get("GPU", 0)) for n in nodes), default=0.0),
         dashboard_url=dashboard_url,
         started_here=started_here,
+        nodes=[_node_summary(n) for n in nodes],
     )
+
+
+def _node_summary(node: dict) -> dict:
+    resources = node.get("Resources", {})
+    return {
+        "node_id": node.get("NodeID"),
+        "ip": node.get("NodeManagerAddress"),
+        "cpus": float(resources.get("CPU", 0)),
+        "gpus": float(resources.get("GPU", 0)),
+        "head": "node:__internal_head__" in resources,
+    }
+
+
+@contextlib.contextmanager
+def _redacted_entrypoint():
+    """Ray records the driver's command line as its job's entrypoint (GCS, dashboard, logs):
+    mask the password of a storage URL in it."""
+    from hpo.storage import redact_text
+
+    try:
+        import ray._private.utils as ray_utils
+
+        original = ray_utils.get_entrypoint_name
+    except (ImportError, AttributeError):  # another Ray version: nothing to mask
+        yield
+        return
+    ray_utils.get_entrypoint_name = lambda: redact_text(original())
+    try:
+        yield
+    finally:
+        ray_utils.get_entrypoint_name = original
+
+
+def _init(address: str | None = None, **kwargs):
+    """``ray.init`` with the entrypoint masked; a refused token says how to pass one."""
+    import ray
+
+    with _redacted_entrypoint():
+        try:
+            return ray.init(address=address, **kwargs)
+        except ConnectionError as error:
+            cause = f"{error} {error.__cause__ or ''}"
+            if "AuthenticationError" in cause or "InvalidAuthToken" in cause or "Authentication token" in cause:
+                raise ConnectionError(
+                    "the cluster requires its authentication token: set RAY_AUTH_MODE=token and the head's "
+                    "token (RAY_AUTH_TOKEN=<output of `ray get-auth-token` on the head>, or the same "
+                    "~/.ray/auth_token file) in this shell"
+                ) from None
+            raise
+
+
+def _nodes_not_seeing(directory: Path, nodes: list[dict], timeout: float = 120.0) -> list[str]:
+    """Run ``os.path.exists`` on a fresh marker in ``directory`` on every node; the nodes that
+    answer False (or not at all) cannot see the folder."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = directory / f".node-check-{uuid.uuid4().hex}"
+    marker.write_text("")
+    try:
+        probe = ray.remote(num_cpus=0, max_retries=0)(os.path.exists)
+        refs = {
+            node["ip"]: probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["node_id"], soft=False)
+            ).remote(str(marker))
+            for node in nodes
+        }
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+        blind = []
+        for ip, ref in refs.items():
+            try:
+                seen = ref in ready and bool(ray.get(ref, timeout=1))
+            except Exception:
+                seen = False
+            if not seen:
+                blind.append(ip)
+        return blind
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
 
 
 def stop_ray(info: ClusterInfo | None) -> None:
