@@ -17,11 +17,15 @@ Sections and keys (defaults in :data:`DEFAULTS`)::
     [scheduler]     type ("asha" | "fifo"), grace_period, reduction_factor (ASHA, per epoch)
     [training]      max_epochs, patience, batch_size, grad_clip (0: none), weight_decay
     [resources]     cpu (per trial), gpu (per trial: 0, a fraction such as 0.25, or "auto")
+    [failure]       max_retries (a trial whose worker process dies is retried this often from
+                    its last per-epoch checkpoint, then recorded as failed; 0: never retried)
     [space]         overrides of the liquid–memory space, one key per hyperparameter:
                     { low, high, log, default } | { choices, default } | a constant
     [xgboost_space] the same for xgboost
     [one_at_a_time] param, values, variants, base_run ("" → this run's own searches)
-    [testing]       fail_variants, fail_trials (make trials raise on purpose; tests only)
+    [testing]       fault injection for tests only: fail_variants, fail_trials (trials raise),
+                    diverge_trials (their loss becomes NaN), kill_trials + kill_epoch (their
+                    worker process kills itself with SIGKILL in that epoch, once per trial)
 """
 
 from __future__ import annotations
@@ -81,10 +85,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "scheduler": {"type": "asha", "grace_period": 5, "reduction_factor": 3},
     "training": {"max_epochs": 100, "patience": 10, "batch_size": 256, "grad_clip": 0.0, "weight_decay": 0.0},
     "resources": {"cpu": 1, "gpu": 0},
+    "failure": {"max_retries": 1},
     "space": {},
     "xgboost_space": {},
     "one_at_a_time": {},
-    "testing": {"fail_variants": [], "fail_trials": []},
+    "testing": {"fail_variants": [], "fail_trials": [], "diverge_trials": [], "kill_trials": [], "kill_epoch": 1},
 }
 _ONE_AT_A_TIME_KEYS = ("param", "values", "variants", "base_run")
 
@@ -176,9 +181,17 @@ class OneAtATimeSection:
 
 
 @dataclass(frozen=True)
+class FailureSection:
+    max_retries: int = 1
+
+
+@dataclass(frozen=True)
 class TestingSection:
     fail_variants: tuple[str, ...] = ()
     fail_trials: tuple[int, ...] = ()
+    diverge_trials: tuple[int, ...] = ()
+    kill_trials: tuple[int, ...] = ()
+    kill_epoch: int = 1
 
 
 @dataclass(frozen=True)
@@ -194,6 +207,7 @@ class StudySpec:
     xgboost_space: Space
     one_at_a_time: OneAtATimeSection | None = None
     testing: TestingSection = field(default_factory=TestingSection)
+    failure: FailureSection = field(default_factory=FailureSection)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as plain TOML-able data (every default filled in)."""
@@ -214,11 +228,15 @@ class StudySpec:
             "scheduler": dict(vars(self.scheduler)),
             "training": dict(vars(self.training)),
             "resources": dict(vars(self.resources)),
+            "failure": dict(vars(self.failure)),
             "space": {name: _domain_to_data(d) for name, d in self.space.items()},
             "xgboost_space": {name: _domain_to_data(d) for name, d in self.xgboost_space.items()},
             "testing": {
                 "fail_variants": list(self.testing.fail_variants),
                 "fail_trials": list(self.testing.fail_trials),
+                "diverge_trials": list(self.testing.diverge_trials),
+                "kill_trials": list(self.testing.kill_trials),
+                "kill_epoch": self.testing.kill_epoch,
             },
         }
         if self.one_at_a_time is not None:
@@ -241,14 +259,22 @@ class StudySpec:
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
     """Read and validate a TOML study spec; ``overrides`` are ``section.key=value`` strings."""
+    return parse_spec(read_toml(path), overrides=overrides, source=str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The data of a TOML spec file; a missing, unreadable or malformed file is a :class:`SpecError`."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError(f"study spec {path} does not exist (specs live in studies/, e.g. studies/smoke.toml)")
+        raise SpecError(one_line(f"study spec {path} does not exist (specs live in studies/, e.g. studies/smoke.toml)"))
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: not valid TOML ({error})") from None
-    return parse_spec(raw, overrides=overrides, source=str(path))
+        raise SpecError(one_line(f"{path}: not valid TOML ({error})")) from None
+    except UnicodeDecodeError as error:
+        raise SpecError(one_line(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})")) from None
+    except OSError as error:
+        raise SpecError(one_line(f"{path}: cannot be read ({error.strerror or error})")) from None
 
 
 def parse_spec(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "spec") -> StudySpec:
@@ -259,17 +285,22 @@ def parse_spec(raw: dict[str, Any], overrides: list[str] | None = None, source: 
     try:
         return _parse(raw)
     except SpecError as error:
-        raise SpecError(f"{source}: {error}") from None
+        raise SpecError(one_line(f"{source}: {error}")) from None
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so it prints on one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Set ``section.key=value`` (value in TOML syntax; bare words are strings) in raw spec data."""
     if "=" not in item:
-        raise SpecError(f"override {item!r} must look like section.key=value (e.g. search.trials=4)")
+        raise SpecError(f"override {_show(item)} must look like section.key=value (e.g. search.trials=4)")
     dotted, text = (part.strip() for part in item.split("=", 1))
     parts = dotted.split(".")
     if len(parts) < 2 or not all(parts):
-        raise SpecError(f"override {item!r}: the key must be section.key (e.g. search.trials)")
+        raise SpecError(f"override {_show(item)}: the key must be section.key (e.g. search.trials)")
     try:
         value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
@@ -278,22 +309,22 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     for part in parts[:-1]:
         child = table.setdefault(part, {})
         if not isinstance(child, dict):
-            raise SpecError(f"override {item!r}: {part} is not a table")
+            raise SpecError(f"override {_show(item)}: {part} is not a table")
         table = child
     table[parts[-1]] = value
 
 
 def _parse(raw: dict[str, Any]) -> StudySpec:
-    unknown = sorted(set(raw) - set(DEFAULTS))
+    unknown = sorted(set(raw) - set(DEFAULTS), key=str)
     if unknown:
-        raise SpecError(f"unknown section or key {unknown[0]!r}; accepted sections: {', '.join(DEFAULTS)}")
+        raise SpecError(f"unknown section or key {_show(unknown[0])}; accepted sections: {', '.join(DEFAULTS)}")
     tables = {}
     for section, defaults in DEFAULTS.items():
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise SpecError(f"{section} must be a table ([{section}])")
         if section not in ("space", "xgboost_space", "one_at_a_time"):
-            extra = sorted(set(table) - set(defaults))
+            extra = sorted(set(table) - set(defaults), key=str)
             if extra:
                 raise SpecError(
                     f"unknown key {section}.{extra[0]}; accepted keys of [{section}]: {', '.join(defaults)}"
@@ -318,7 +349,10 @@ def _parse(raw: dict[str, Any]) -> StudySpec:
     if not study.models and one_at_a_time is None:
         raise SpecError("study.variants and study.baselines are both empty: nothing to run")
     testing = _parse_testing(tables["testing"], study)
-    return StudySpec(study, search, scheduler, training, resources, space, xgboost_space, one_at_a_time, testing)
+    failure = FailureSection(max_retries=_integer(tables["failure"], "failure", "max_retries", minimum=0))
+    return StudySpec(
+        study, search, scheduler, training, resources, space, xgboost_space, one_at_a_time, testing, failure
+    )
 
 
 # --------------------------------------------------------------------------- sections
@@ -329,7 +363,7 @@ def _parse_study(table: dict[str, Any]) -> StudySection:
 
     name = _string(table, "study", "name")
     if not _NAME_PATTERN.match(name):
-        raise SpecError(f"study.name must be letters, digits, '.', '_' or '-'; got {name!r}")
+        raise SpecError(f"study.name must be letters, digits, '.', '_' or '-'; got {_show(name)}")
     tasks_value = table["tasks"]
     if isinstance(tasks_value, (str, int)):
         tasks_value = [tasks_value]
@@ -337,7 +371,7 @@ def _parse_study(table: dict[str, Any]) -> StudySection:
         raise SpecError('study.tasks must name at least one task (a list of names or ids, or "all")')
     try:
         tasks = resolve_tasks(tasks_value)
-    except (UnknownTaskError, TypeError) as error:
+    except (UnknownTaskError, TypeError, ValueError) as error:
         raise SpecError(f"study.tasks: {error}") from None
 
     variants = _name_list(table, "study", "variants", VARIANTS)
@@ -346,7 +380,7 @@ def _parse_study(table: dict[str, Any]) -> StudySection:
     repeat = _integer(table, "study", "repeat", minimum=0)
     folds_value = table["folds"]
     if isinstance(folds_value, bool):
-        raise SpecError(f"study.folds must be a count K ≥ 1 or a list of fold indices; got {folds_value!r}")
+        raise SpecError(f"study.folds must be a count K ≥ 1 or a list of fold indices; got {_show(folds_value)}")
     if isinstance(folds_value, int):
         if folds_value < 1:
             raise SpecError(f"study.folds must be ≥ 1; got {folds_value}")
@@ -356,7 +390,7 @@ def _parse_study(table: dict[str, Any]) -> StudySection:
     ):
         folds = tuple(dict.fromkeys(folds_value))
     else:
-        raise SpecError(f"study.folds must be a count K ≥ 1 or a list of fold indices ≥ 0; got {folds_value!r}")
+        raise SpecError(f"study.folds must be a count K ≥ 1 or a list of fold indices ≥ 0; got {_show(folds_value)}")
     for task in tasks:
         if max(folds) >= task.folds:
             raise SpecError(
@@ -374,7 +408,7 @@ def _parse_study(table: dict[str, Any]) -> StudySection:
         and seeds_value
         and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_value)
     ):
-        raise SpecError(f"study.seeds must be a non-empty list of integers ≥ 0; got {seeds_value!r}")
+        raise SpecError(f"study.seeds must be a non-empty list of integers ≥ 0; got {_show(seeds_value)}")
     fraction = _number(table, "study", "validation_fraction")
     if not 0.0 < fraction < 0.5:
         raise SpecError(f"study.validation_fraction must be in (0, 0.5); got {fraction}")
@@ -398,7 +432,7 @@ def _parse_search(table: dict[str, Any]) -> SearchSection:
     if storage and "://" not in storage:
         raise SpecError(
             f"search.storage must be empty (the run's optuna.journal) or an Optuna storage URL such as "
-            f"postgresql://user@host/db; got {storage!r}"
+            f"postgresql://user@host/db; got {_show(storage)}"
         )
     return SearchSection(
         trials=trials,
@@ -413,7 +447,7 @@ def _parse_search(table: dict[str, Any]) -> SearchSection:
 def _parse_scheduler(table: dict[str, Any]) -> SchedulerSection:
     kind = _string(table, "scheduler", "type")
     if kind not in ("asha", "fifo"):
-        raise SpecError(f'scheduler.type must be "asha" or "fifo"; got {kind!r}')
+        raise SpecError(f'scheduler.type must be "asha" or "fifo"; got {_show(kind)}')
     factor = _number(table, "scheduler", "reduction_factor")
     if factor <= 1:
         raise SpecError(f"scheduler.reduction_factor must be > 1; got {factor}")
@@ -443,7 +477,7 @@ def _parse_resources(table: dict[str, Any]) -> ResourcesSection:
     gpu = table["gpu"]
     if isinstance(gpu, str):
         if gpu != AUTO:
-            raise SpecError(f'resources.gpu must be a number ≥ 0 or "auto"; got {gpu!r}')
+            raise SpecError(f'resources.gpu must be a number ≥ 0 or "auto"; got {_show(gpu)}')
     else:
         gpu = _number(table, "resources", "gpu")
         if gpu < 0:
@@ -477,7 +511,7 @@ def _parse_domain(value: Any, builtin: Domain, limit: tuple, key: str) -> Domain
         choices = tuple(dict.fromkeys(_check_value(c, integer, limit, f"{key}.choices") for c in choices))
         default = value.get("default", _builtin_default(builtin))
         if default not in choices:
-            raise SpecError(f"{key}.default must be one of {list(choices)}; got {default!r} (set {key}.default)")
+            raise SpecError(f"{key}.default must be one of {list(choices)}; got {_show(default)} (set {key}.default)")
         return Choice(choices, default)
     extra = keys - {"low", "high", "log", "default"}
     if extra:
@@ -492,7 +526,7 @@ def _parse_domain(value: Any, builtin: Domain, limit: tuple, key: str) -> Domain
         raise SpecError(f"{key}.low must be below {key}.high; got low={low}, high={high}")
     log = value.get("log", getattr(builtin, "log", False))
     if not isinstance(log, bool):
-        raise SpecError(f"{key}.log must be true or false; got {log!r}")
+        raise SpecError(f"{key}.log must be true or false; got {_show(log)}")
     if log and low <= 0:
         raise SpecError(f"{key}.low must be > 0 for a log-uniform range; got {low}")
     default = value.get("default", _builtin_default(builtin))
@@ -511,12 +545,12 @@ def _builtin_default(domain: Domain) -> Any:
 def _check_value(value: Any, integer: bool, limit: tuple, key: str) -> Any:
     lowest, inclusive, highest = limit
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{key} must be a number; got {value!r}")
+        raise SpecError(f"{key} must be a number; got {_show(value)}")
     if integer and not (isinstance(value, int) or float(value).is_integer()):
-        raise SpecError(f"{key} must be an integer; got {value!r}")
+        raise SpecError(f"{key} must be an integer; got {_show(value)}")
     if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive) or value > highest:
         bound = f"{'≥' if inclusive else '>'} {lowest}" + (f" and ≤ {highest}" if math.isfinite(highest) else "")
-        raise SpecError(f"{key} must be {bound}; got {value!r}")
+        raise SpecError(f"{key} must be {bound}; got {_show(value)}")
     return int(value) if integer else float(value)
 
 
@@ -532,6 +566,10 @@ def _values(domain: Domain) -> list:
 
 def _check_heads(space: Space) -> None:
     """Every value of heads must divide every value of hidden_size (H divides M = n)."""
+    for name in ("hidden_size", "heads"):
+        domain = space[name]
+        if isinstance(domain, IntRange) and domain.high - domain.low > 10_000:
+            raise SpecError(f"space.{name} spans {domain.high - domain.low + 1} values; give it as choices")
     sizes, heads = _values(space["hidden_size"]), _values(space["heads"])
     if not sizes or not heads:
         raise SpecError("space.hidden_size and space.heads must be choices or constants (heads must divide hidden_size)")
@@ -547,14 +585,14 @@ def _check_heads(space: Space) -> None:
 def _parse_one_at_a_time(table: dict[str, Any], study: StudySection, space: Space) -> OneAtATimeSection | None:
     if not table:
         return None
-    extra = sorted(set(table) - set(_ONE_AT_A_TIME_KEYS))
+    extra = sorted(set(table) - set(_ONE_AT_A_TIME_KEYS), key=str)
     if extra:
         raise SpecError(
             f"unknown key one_at_a_time.{extra[0]}; accepted keys of [one_at_a_time]: {', '.join(_ONE_AT_A_TIME_KEYS)}"
         )
     param = table.get("param", "beta")
-    if param not in NEURAL_SPACE:
-        raise SpecError(f"one_at_a_time.param must be one of {', '.join(NEURAL_SPACE)}; got {param!r}")
+    if not isinstance(param, str) or param not in NEURAL_SPACE:
+        raise SpecError(f"one_at_a_time.param must be one of {', '.join(NEURAL_SPACE)}; got {_show(param)}")
     values = table.get("values")
     if not isinstance(values, list) or not values:
         raise SpecError("one_at_a_time.values must be a non-empty list of values")
@@ -567,7 +605,7 @@ def _parse_one_at_a_time(table: dict[str, Any], study: StudySection, space: Spac
                     raise SpecError(f"one_at_a_time.values: heads {head} does not divide hidden_size {size}")
     base_run = table.get("base_run", "")
     if not isinstance(base_run, str):
-        raise SpecError(f"one_at_a_time.base_run must be a path (or empty); got {base_run!r}")
+        raise SpecError(f"one_at_a_time.base_run must be a path (or empty); got {_show(base_run)}")
     default_variants = [v for v in study.variants if param in variant_params(v)]
     variants = table.get("variants", default_variants)
     if not isinstance(variants, list) or not variants:
@@ -576,11 +614,11 @@ def _parse_one_at_a_time(table: dict[str, Any], study: StudySection, space: Spac
         if variant not in VARIANTS or param not in variant_params(variant):
             searching = [v for v in VARIANTS if param in variant_params(v)]
             raise SpecError(
-                f"one_at_a_time.variants: {variant!r} does not search {param} (variants that do: {', '.join(searching)})"
+                f"one_at_a_time.variants: {_show(variant)} does not search {param} (variants that do: {', '.join(searching)})"
             )
         if not base_run and variant not in study.variants:
             raise SpecError(
-                f"one_at_a_time.variants: {variant!r} is not in study.variants, so this run has no best "
+                f"one_at_a_time.variants: {_show(variant)} is not in study.variants, so this run has no best "
                 f"configuration for it; add it there or set one_at_a_time.base_run to a run that has"
             )
     if param == "beta" and "zero_beta" in variants:
@@ -590,35 +628,46 @@ def _parse_one_at_a_time(table: dict[str, Any], study: StudySection, space: Spac
 
 def _parse_testing(table: dict[str, Any], study: StudySection) -> TestingSection:
     fail_variants = _name_list(table, "testing", "fail_variants", study.models)
-    fail_trials = table["fail_trials"]
-    if not isinstance(fail_trials, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in fail_trials
-    ):
-        raise SpecError(f"testing.fail_trials must be a list of Optuna trial numbers ≥ 0; got {fail_trials!r}")
-    return TestingSection(fail_variants=fail_variants, fail_trials=tuple(fail_trials))
+    numbers = {}
+    for key in ("fail_trials", "diverge_trials", "kill_trials"):
+        value = table[key]
+        if not isinstance(value, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value
+        ):
+            raise SpecError(f"testing.{key} must be a list of Optuna trial numbers ≥ 0; got {_show(value)}")
+        numbers[key] = tuple(value)
+    return TestingSection(
+        fail_variants=fail_variants, **numbers, kill_epoch=_integer(table, "testing", "kill_epoch", minimum=1)
+    )
 
 
 # --------------------------------------------------------------------------- value helpers
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as it appears in an error message: its repr, on one line, cut to ``limit`` chars."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _string(table: dict, section: str, key: str) -> str:
     value = table[key]
     if not isinstance(value, str):
-        raise SpecError(f"{section}.{key} must be a string; got {value!r}")
+        raise SpecError(f"{section}.{key} must be a string; got {_show(value)}")
     return value
 
 
 def _boolean(table: dict, section: str, key: str) -> bool:
     value = table[key]
     if not isinstance(value, bool):
-        raise SpecError(f"{section}.{key} must be true or false; got {value!r}")
+        raise SpecError(f"{section}.{key} must be true or false; got {_show(value)}")
     return value
 
 
 def _integer(table: dict, section: str, key: str, minimum: int) -> int:
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{section}.{key} must be an integer ≥ {minimum}; got {value!r}")
+        raise SpecError(f"{section}.{key} must be an integer ≥ {minimum}; got {_show(value)}")
     if value < minimum:
         raise SpecError(f"{section}.{key} must be ≥ {minimum}; got {value}")
     return value
@@ -627,7 +676,7 @@ def _integer(table: dict, section: str, key: str, minimum: int) -> int:
 def _number(table: dict, section: str, key: str) -> float:
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(f"{section}.{key} must be a finite number; got {value!r}")
+        raise SpecError(f"{section}.{key} must be a finite number; got {_show(value)}")
     return float(value)
 
 
@@ -636,10 +685,10 @@ def _name_list(table: dict, section: str, key: str, accepted: tuple[str, ...]) -
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"{section}.{key} must be a list of names from {', '.join(accepted)}; got {value!r}")
+        raise SpecError(f"{section}.{key} must be a list of names from {', '.join(accepted)}; got {_show(value)}")
     for name in value:
         if name not in accepted:
-            raise SpecError(f"{section}.{key}: unknown name {name!r}; accepted: {', '.join(accepted)}")
+            raise SpecError(f"{section}.{key}: unknown name {_show(name)}; accepted: {', '.join(accepted)}")
     return tuple(dict.fromkeys(value))
 
 
@@ -674,7 +723,11 @@ def _toml_key(key: str) -> str:
 
 
 def _toml_string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    """A TOML basic string; control characters (not allowed raw in TOML) as escapes."""
+    escapes = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    escaped = "".join(
+        escapes.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in text
+    )
     return f'"{escaped}"'
 
 

@@ -83,7 +83,7 @@ def get_task(key: str | int | Task) -> Task:
     """Look a task up by OpenML dataset name (case-insensitive) or OpenML task id."""
     if isinstance(key, Task):
         return key
-    if isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit()):
+    if isinstance(key, int) or (isinstance(key, str) and key.strip().isdecimal()):
         task = _BY_ID.get(int(key))
         if task is None:
             raise UnknownTaskError(
