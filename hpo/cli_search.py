@@ -7,6 +7,9 @@ failed (the summary says how much), 2 usage error (a one-line message naming the
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +41,18 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
         "--dashboard",
         action="store_true",
         help="start Ray's dashboard on 127.0.0.1 (token auth on; prints its address and how to log in)",
+    )
+    group.add_argument(
+        "--dashboard-host",
+        metavar="HOST",
+        help="address the dashboard listens on instead of 127.0.0.1, e.g. 0.0.0.0 (implies --dashboard)",
+    )
+    group.add_argument(
+        "--no-dashboard-auth",
+        dest="dashboard_auth",
+        action="store_false",
+        help="turn Ray's token authentication off (RAY_AUTH_MODE=disabled): anyone reaching Ray or its "
+        "dashboard can run code as you; prints a warning",
     )
     group.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     verbosity = parser.add_mutually_exclusive_group()
@@ -106,6 +121,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Continue a run: finished items and trials are kept, stale running trials are marked failed.",
     )
     resume.add_argument("run_dir", type=Path, help="the run directory, e.g. studies/runs/smoke-20250101-120000")
+    resume.add_argument(
+        "--storage",
+        metavar="URL",
+        help="the run's storage URL with its password (spec.toml keeps it masked); same database only",
+    )
     _add_ray_options(resume)
     resume.set_defaults(func=handle_resume)
 
@@ -123,7 +143,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _usage_error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    from hpo.spec import one_line
+
+    print(one_line(f"error: {message}"), file=sys.stderr)
     return 2
 
 
@@ -131,24 +153,37 @@ def _verbosity(args: argparse.Namespace) -> int:
     return 0 if getattr(args, "quiet", False) else int(getattr(args, "verbose", 1))
 
 
+def _check_ray_options(args: argparse.Namespace) -> None:
+    """Refuse Ray options that cannot work, before anything starts."""
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise SpecError(f"--num-cpus must be ≥ 1; got {args.num_cpus}")
+    host = args.dashboard_host
+    if host is not None and (not host.strip() or any(c.isspace() or not c.isprintable() for c in host)):
+        raise SpecError(f"--dashboard-host must be a host name or address such as 0.0.0.0; got {host!r}")
+
+
 def _run(spec, run_dir, args: argparse.Namespace, resume: bool) -> int:
     from hpo.cluster import ResourceError
     from hpo.rundir import RunLockedError
-    from hpo.sweep import run
+    from hpo.storage import StorageError, redact_text
+    from hpo.sweep import RunExistsError, run
 
     try:
+        _check_ray_options(args)
         summary = run(
             spec,
             run_dir,
             resume=resume,
             address=args.address,
             num_cpus=args.num_cpus,
-            dashboard=args.dashboard,
+            dashboard=args.dashboard or args.dashboard_host is not None,
+            dashboard_host=args.dashboard_host,
+            dashboard_auth=args.dashboard_auth,
             verbose=_verbosity(args),
             command=["python", "-m", "hpo", *sys.argv[1:]],
         )
-    except (ResourceError, RunLockedError) as error:
-        return _usage_error(str(error))
+    except (SpecError, ResourceError, RunLockedError, RunExistsError, StorageError) as error:
+        return _usage_error(redact_text(str(error), spec.search.storage))
     except ConnectionError as error:
         return _usage_error(f"could not reach the Ray cluster at {args.address}: {error}")
     _print_where(run_dir)
@@ -165,12 +200,14 @@ def _new_run(spec, args: argparse.Namespace):
     from hpo.sweep import default_run_name, new_run_dir
 
     runs_dir = (args.runs_dir or default_runs_dir()).resolve()
+    _check_writable(runs_dir, "--runs-dir")
     name = args.name or default_run_name(spec)
     return new_run_dir(runs_dir, name)
 
 
 def handle_sweep(args: argparse.Namespace) -> int:
     from hpo.spec import load_spec
+    from hpo.rundir import RunLockedError
     from hpo.sweep import RunExistsError
 
     try:
@@ -178,15 +215,13 @@ def handle_sweep(args: argparse.Namespace) -> int:
         if args.name:
             _check_name(args.name)
         run_dir = _new_run(spec, args)
-    except (SpecError, RunExistsError) as error:
+    except (SpecError, RunExistsError, RunLockedError) as error:
         return _usage_error(str(error))
     return _run(spec, run_dir, args, resume=False)
 
 
 def resolve_base_run(spec):
     """Make ``one_at_a_time.base_run`` absolute and check it holds results (before Ray starts)."""
-    import dataclasses
-
     oat = spec.one_at_a_time
     if oat is None or not oat.base_run:
         return spec
@@ -254,6 +289,17 @@ def _toml_list(values: list[Any]) -> str:
     return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
 
 
+def _check_writable(folder: Path, flag: str) -> None:
+    """``folder`` is (or can be made) a writable directory."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpecError(f"{flag} {folder}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(f"{flag} {folder}: {existing} is not writable")
+
+
 def _check_name(name: str) -> None:
     from hpo.spec import _NAME_PATTERN
 
@@ -264,23 +310,27 @@ def _check_name(name: str) -> None:
 def handle_tune(args: argparse.Namespace) -> int:
     import tomllib
 
-    from hpo.spec import parse_spec
+    from hpo.spec import parse_spec, read_toml
+    from hpo.rundir import RunLockedError
     from hpo.sweep import RunExistsError
     from hpo.tasks import UnknownTaskError, get_task
 
     try:
-        args.task = get_task(args.task).name
+        try:
+            args.task = get_task(args.task).name
+        except (TypeError, ValueError) as error:
+            raise SpecError(f"--task: {error}") from None
         raw: dict[str, Any] = {}
         if args.spec is not None:
             if not args.spec.is_file():
                 raise SpecError(f"--spec {args.spec} does not exist")
-            raw = tomllib.loads(args.spec.read_text())
+            raw = read_toml(args.spec)
             raw.pop("one_at_a_time", None)
         spec = parse_spec(raw, overrides=tune_overrides(args, raw), source=str(args.spec or "tune"))
         if args.name:
             _check_name(args.name)
         run_dir = _new_run(spec, args)
-    except (SpecError, RunExistsError, UnknownTaskError, tomllib.TOMLDecodeError) as error:
+    except (SpecError, RunExistsError, RunLockedError, UnknownTaskError, tomllib.TOMLDecodeError) as error:
         return _usage_error(str(error))
     return _run(spec, run_dir, args, resume=False)
 
@@ -289,11 +339,16 @@ def handle_resume(args: argparse.Namespace) -> int:
     from hpo.rundir import RunDir
     from hpo.sweep import load_run_spec
 
+    from hpo.storage import StorageError, redact_url, storage_url_for_resume
+
     run_dir = RunDir(args.run_dir)
     try:
         spec = load_run_spec(run_dir)
-    except SpecError as error:
-        return _usage_error(str(error))
+        if args.storage is not None:
+            storage = storage_url_for_resume(spec.search.storage, args.storage)
+            spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, storage=storage))
+    except (SpecError, StorageError) as error:
+        return _usage_error(str(error) if args.storage is None else str(error).replace(args.storage, redact_url(args.storage)))
     return _run(spec, run_dir, args, resume=True)
 
 
@@ -304,6 +359,8 @@ def handle_status(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.run_dir)
     if not run_dir.spec_file.exists():
         return _usage_error(f"{run_dir.root} is not a run directory (no spec.toml)")
+    if args.watch is not None and not (math.isfinite(args.watch) and 0 < args.watch <= 86400):
+        return _usage_error(f"--watch must be a number of seconds in (0, 86400]; got {args.watch}")
     try:
         while True:
             text = render_status(run_dir)
@@ -329,6 +386,7 @@ def run_main_job(argv: list[str] | None = None) -> tuple[int, Path | None]:
     args = parser.parse_args(argv or [])
     spec_path = studies_dir() / SMOKE_SPEC
     from hpo.spec import load_spec
+    from hpo.rundir import RunLockedError
     from hpo.sweep import RunExistsError
 
     try:
@@ -336,7 +394,7 @@ def run_main_job(argv: list[str] | None = None) -> tuple[int, Path | None]:
         if args.name:
             _check_name(args.name)
         run_dir = _new_run(spec, args)
-    except (SpecError, RunExistsError) as error:
+    except (SpecError, RunExistsError, RunLockedError) as error:
         return _usage_error(str(error)), None
     print(f"Main job: the smoke study {spec_path}")
     code = _run(spec, run_dir, args, resume=False)

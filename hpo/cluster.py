@@ -86,20 +86,42 @@ def quiet_tune_logs(verbose: int) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False, echo=print) -> ClusterInfo:
+LOOPBACK = "127.0.0.1"
+
+
+def start_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    dashboard: bool = False,
+    echo=print,
+    dashboard_host: str | None = None,
+    dashboard_auth: bool = True,
+) -> ClusterInfo:
     """Join the cluster at ``address``, or start a local one (``num_cpus`` CPUs; all if None).
 
     A Ray already initialised in this process (tests) is reused and left running. With
-    ``dashboard`` the local dashboard listens on 127.0.0.1 only, with Ray's token auth left on.
+    ``dashboard`` the local dashboard listens on ``dashboard_host`` (default 127.0.0.1 only), with
+    Ray's token authentication on (``RAY_AUTH_MODE=token``) unless ``dashboard_auth`` is False
+    (``RAY_AUTH_MODE=disabled``, with a warning).
     """
     import ray
 
     _quiet_ray_environment()
     started_here = False
     dashboard_url = None
+    host = dashboard_host or LOOPBACK
     if not ray.is_initialized():
-        if dashboard and os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-            echo("warning: RAY_AUTH_MODE=disabled is set: the dashboard will accept anyone on this machine")
+        if not address:
+            if not dashboard_auth:
+                os.environ["RAY_AUTH_MODE"] = "disabled"
+                echo(
+                    f"warning: token authentication is off (--no-dashboard-auth): anyone who can reach this "
+                    f"Ray{f' or its dashboard on {host}' if dashboard else ''} can run code as you"
+                )
+            elif os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+                echo("warning: RAY_AUTH_MODE=disabled is set: Ray and its dashboard accept anyone who reaches them")
+            else:
+                os.environ["RAY_AUTH_MODE"] = "token"
         kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
         if address:
             if dashboard:
@@ -111,19 +133,21 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, dashboard
         else:
             kwargs["include_dashboard"] = bool(dashboard)
             if dashboard:
-                kwargs["dashboard_host"] = "127.0.0.1"
+                kwargs["dashboard_host"] = host
             context = _init(num_cpus=num_cpus, **kwargs)
         started_here = True
         dashboard_url = getattr(context, "dashboard_url", None) or None
         if dashboard:
             if dashboard_url:
                 url = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
-                echo(f"Ray dashboard: {url} (listening on 127.0.0.1 only)")
-                echo(
-                    "  token authentication is on: print the token with `ray get-auth-token` and paste it "
-                    "when the page asks; API clients send `Authorization: Bearer <token>`. From another "
-                    "machine, tunnel first: ssh -L 8265:127.0.0.1:8265 <this host>"
-                )
+                where = "127.0.0.1 only" if host == LOOPBACK else f"{host} (--dashboard-host)"
+                echo(f"Ray dashboard: {url} (listening on {where})")
+                if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":
+                    echo(
+                        "  token authentication is on: print the token with `ray get-auth-token` and paste it "
+                        "when the page asks; API clients send `Authorization: Bearer <token>`."
+                        + (" From another machine, tunnel first: ssh -L 8265:127.0.0.1:8265 <this host>" if host == LOOPBACK else "")
+                    )
             else:
                 echo("Ray dashboard: not available (install ray[default]: pip install 'ray[default]')")
     resources = ray.cluster_resources()

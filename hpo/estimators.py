@@ -37,6 +37,10 @@ class FitSettings:
     n_threads: int = 1
     fail_all: bool = False
     fail_trials: tuple[int, ...] = ()
+    diverge_trials: tuple[int, ...] = ()  # [testing]: these trials train with a learning rate that diverges
+    kill_trials: tuple[int, ...] = ()  # [testing]: these trials' worker kills itself once, in kill_epoch
+    kill_epoch: int = 1
+    checkpoint: bool = False  # trials keep a per-epoch checkpoint (to be retried from it)
 
     @property
     def neural(self) -> bool:
@@ -72,10 +76,13 @@ def fit_estimator(
     X_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
     epoch_callback: Callable[[dict], None] | None = None,
+    state_callback: Callable[[dict], None] | None = None,
+    resume_state: dict | None = None,
 ):
     """Fit a neural model with ``(X_val, y_val)`` for early stopping, a baseline on the rows given.
 
-    A non-finite validation RMSE in any epoch raises :class:`DivergedError`.
+    A non-finite validation RMSE in any epoch raises :class:`DivergedError`. ``state_callback`` and
+    ``resume_state`` (neural models only) checkpoint a fit and continue it from a checkpoint.
     """
     if settings.neural:
 
@@ -86,7 +93,10 @@ def fit_estimator(
                 epoch_callback(record)
 
         eval_set = None if X_val is None else (X_val, y_val)
-        return estimator.fit(X_train, y_train, eval_set=eval_set, epoch_callback=on_epoch)
+        extra = {}
+        if state_callback is not None or resume_state is not None:
+            extra = {"state_callback": state_callback, "resume_state": resume_state}
+        return estimator.fit(X_train, y_train, eval_set=eval_set, epoch_callback=on_epoch, **extra)
     return estimator.fit(X_train, y_train)
 
 

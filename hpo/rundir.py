@@ -90,6 +90,7 @@ TRIALS_SCHEMA = pa.schema(
         ("node_id", pa.string()),
         ("ray_trial_id", pa.string()),
         ("attempt", pa.int64()),
+        ("retries", pa.int64()),  # times the trial was restarted after its worker died
     ]
 )
 TRIALS_KEY = ("task", "variant", "fold", "seed")
@@ -190,6 +191,15 @@ class RunDir:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
+    def check_not_running(self) -> None:
+        """Raise :class:`RunLockedError` if a driver holds this directory right now."""
+        if self.is_running():
+            holder = self.lock_file.read_text().strip() or "another process"
+            raise RunLockedError(
+                f"{self.root} is being run by {holder}; wait for it to finish (watch it with "
+                f"`python -m hpo status {self.root}`) or stop that driver first"
+            )
+
     def is_running(self) -> bool:
         """Whether a driver holds the lock right now."""
         if not self.lock_file.exists():
@@ -277,13 +287,23 @@ def _upsert(
     replace = {_row_key(row, key) for row in rows} | {tuple(_normalise(v) for v in k) for k in replace_keys or ()}
     parts = []
     if path.exists():
-        old = pq.read_table(path)
-        old = old.cast(schema) if old.schema != schema else old
+        old = _to_schema(pq.read_table(path), schema)
         keep = [_row_key(row, key) not in replace for row in old.select(list(key)).to_pylist()]
         parts.append(old.filter(pa.array(keep, type=pa.bool_())))
     parts.append(new)
     table = pa.concat_tables(parts)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table written by an older version in today's schema (columns it lacks are null)."""
+    if table.schema == schema:
+        return table
+    columns = [
+        table.column(field.name).cast(field.type) if field.name in table.column_names else pa.nulls(len(table), field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def atomic_write(path: Path, write) -> None:

@@ -132,10 +132,13 @@ class FoldCache:
 
 
 def _error_of(exc: BaseException) -> str:
+    """One line naming an item's error (passwords of URLs in it masked)."""
+    from hpo.storage import redact_text
+
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the real one
     if isinstance(cause, BaseException):
         exc = cause
-    text = f"{type(exc).__name__}: {exc}".strip()
+    text = redact_text(f"{type(exc).__name__}: {exc}".strip())
     lines = [line for line in text.splitlines() if line.strip()]
     return (lines[0] if len(lines) <= 2 else lines[0] + " ... " + lines[-1])[:2000]
 
@@ -278,7 +281,17 @@ class Driver:
             n_threads=max(1, int(self.cpu)),
             fail_all=item.variant in self.spec.testing.fail_variants,
             fail_trials=self.spec.testing.fail_trials,
+            diverge_trials=self.spec.testing.diverge_trials,
+            kill_trials=self.spec.testing.kill_trials,
+            kill_epoch=self.spec.testing.kill_epoch,
+            # per-epoch checkpoints live in the run directory: only where every node sees it
+            # (no shared filesystem: a trial lost with its node restarts from its first epoch)
+            checkpoint=self.spec.failure.max_retries > 0 and not self._nodes_not_seeing_run_dir(),
         )
+
+    def _nodes_not_seeing_run_dir(self) -> list[str]:
+        check = getattr(self.cluster, "nodes_not_seeing", None)
+        return check(self.run_dir.root, self.echo) if check is not None else []
 
     def execute(self, item: WorkItem) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         """Run one item; never raises for the item's own failures (they become a failed row)."""
@@ -381,8 +394,10 @@ class Driver:
         return row
 
     def _log_error(self, item: WorkItem, exc: BaseException) -> None:
+        from hpo.storage import redact_text
+
         path = self.run_dir.root / "errors.log"
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text = redact_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), self.spec.search.storage)
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(f"=== {now()} {item.label}\n{text}\n")
 
@@ -410,6 +425,7 @@ class Driver:
             max_concurrent_trials=self.spec.search.max_concurrent_trials,
             reuse_actors=self.spec.search.reuse_actors,
             startup_trials=self.spec.search.startup_trials,
+            max_retries=self.spec.failure.max_retries,
             ray_verbose=1 if self.verbose >= 2 else 0,
             echo=self.echo if self.verbose else None,
         )
@@ -458,6 +474,7 @@ class Driver:
 
 def new_run_dir(runs_dir: str | Path, name: str) -> RunDir:
     run_dir = RunDir(Path(runs_dir) / name)
+    run_dir.check_not_running()
     if run_dir.spec_file.exists():
         raise RunExistsError(
             f"{run_dir.root} already holds a run; continue it with `python -m hpo resume {run_dir.root}` "
@@ -478,44 +495,66 @@ def run(
     address: str | None = None,
     num_cpus: int | None = None,
     dashboard: bool = False,
+    dashboard_host: str | None = None,
+    dashboard_auth: bool = True,
     verbose: int = 1,
     echo: Echo = default_echo,
     command: list[str] | None = None,
 ) -> SweepSummary:
     """Run (or, with ``resume``, continue) ``spec`` into ``run_dir``; returns the session summary.
 
-    Raises :class:`~hpo.cluster.ResourceError` before any work if the cluster cannot provide the
-    resources per trial, :class:`~hpo.rundir.RunLockedError` if another driver holds the directory.
+    Raises, before any work and before any file of the run is written:
+    :class:`~hpo.rundir.RunLockedError` if another driver holds the directory (checked before Ray
+    starts, and for good while this driver runs it), :class:`RunExistsError` if a new run's
+    directory already holds one, :class:`~hpo.cluster.ResourceError` if the cluster cannot provide
+    the resources per trial, :class:`~hpo.storage.StorageError` if the study storage cannot be used.
+    No password of a storage URL is written: spec.toml and provenance.json keep it masked.
     """
+    import dataclasses
+
     import optuna
 
     from hpo.cluster import check_resources, quiet_tune_logs, resolve_gpu, start_ray, stop_ray
-    from hpo.storage import open_storage, repair_journal, storage_description
+    from hpo.storage import open_storage, redact_text, redact_url, repair_journal, storage_description
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_tune_logs(verbose)
+    run_dir.check_not_running()  # a second driver is refused in seconds, before starting Ray
 
-    cluster = start_ray(address=address, num_cpus=num_cpus, dashboard=dashboard, echo=echo)
+    cluster = start_ray(
+        address=address,
+        num_cpus=num_cpus,
+        dashboard=dashboard,
+        echo=echo,
+        dashboard_host=dashboard_host,
+        dashboard_auth=dashboard_auth,
+    )
     try:
         gpu = resolve_gpu(spec.resources.gpu, cluster.num_gpus)
         check_resources(spec.resources.cpu, gpu, cluster)  # refuse before any file is written
         with run_dir.lock():
-            if resume:
-                if spec.search.storage == "":
-                    repair_journal(run_dir.journal_file)
-            else:
-                write_text(run_dir.spec_file, spec.to_toml())
+            if not resume and run_dir.spec_file.exists():  # another driver started it meanwhile
+                raise RunExistsError(
+                    f"{run_dir.root} already holds a run; continue it with `python -m hpo resume {run_dir.root}`"
+                )
+            if resume and spec.search.storage == "":
+                repair_journal(run_dir.journal_file)
+            storage = open_storage(spec.search.storage, run_dir.journal_file)
+            if not resume:
+                recorded = dataclasses.replace(spec, search=dataclasses.replace(spec.search, storage=redact_url(spec.search.storage)))
+                write_text(run_dir.spec_file, recorded.to_toml())
                 run_dir.upsert_results([])  # both tables exist (empty) from the start
                 run_dir.upsert_trials([], [])
             provenance = Provenance(run_dir)
             provenance.start_session(
-                command or sys.argv, spec, storage_description(spec.search.storage, "optuna.journal")
+                [redact_text(str(part), spec.search.storage) for part in (command or sys.argv)],
+                spec,
+                storage_description(spec.search.storage, "optuna.journal"),
             )
             provenance.set_cluster(cluster.describe())
             summary = SweepSummary(run_dir.root, 0)
             driver = None
             try:
-                storage = open_storage(spec.search.storage, run_dir.journal_file)
                 plan = build_plan(spec)
                 echo(
                     f"Run {run_dir.name}: {len(plan)} items ({len(spec.study.tasks)} tasks × "

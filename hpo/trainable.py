@@ -3,15 +3,32 @@ reporting the validation RMSE after every epoch (``val_rmse``) and its running m
 (``best_val_rmse``, what the fit keeps since it restores the best weights).
 
 The fold's arrays arrive through Ray's object store (``tune.with_parameters``), never through the
-config. A trial that raises — including :class:`~hpo.estimators.DivergedError`,
-``model.NonFiniteLossError`` and the ``[testing]`` hooks' :class:`~hpo.estimators.InjectedFailure`
-— is left to fail; Ray marks it errored and the searcher records it as FAIL in Optuna.
+config.
+
+Failures are of two kinds and are kept apart:
+
+* the trial's own error — an exception of the fit (:class:`~hpo.estimators.DivergedError`,
+  ``model.NonFiniteLossError``, a bad configuration, the ``[testing]`` hooks'
+  :class:`~hpo.estimators.InjectedFailure`): caught here and reported as the trial's last result
+  with ``trial_error`` set (its traceback goes to ``trial_error.txt`` in the trial folder). Ray
+  sees a trial that ended; the searcher and the trial log record it as FAILED with the error.
+  Re-running it would fail the same way, so it is never retried;
+* the worker process dying (killed, out of memory, node lost): Ray sees an actor error and, up to
+  ``failure.max_retries`` times, restarts the trial from its last checkpoint. With
+  ``settings.checkpoint`` a neural trial reports a checkpoint of its whole training state with
+  every epoch, so a retry continues from the last finished epoch exactly as the uninterrupted fit
+  would have.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import tempfile
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +37,12 @@ from ray import tune
 
 from hpo.estimators import FitSettings, InjectedFailure, build_estimator, fit_estimator, rmse
 from hpo.space import TRIAL_NUMBER_KEY
+
+STATE_FILE = "training_state.pt"  # in a checkpoint folder: the trainer's state after an epoch
+KILLED_MARK = "killed_on_purpose"  # in a trial folder: the [testing] kill hook fired already
+ERROR_FILE = "trial_error.txt"  # in a trial folder: the traceback of the trial's own error
+TRIAL_ERROR_KEY = "trial_error"  # result key: "ErrorType: message" of a trial that raised
+DIVERGING_LEARNING_RATE = 1e10  # [testing] diverge_trials: Adam at this rate overflows in epoch 1
 
 
 def _searched_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -33,47 +56,114 @@ def _check_injected_failure(settings: FitSettings, trial_number: int) -> None:
         raise InjectedFailure(f"testing.fail_trials includes trial {trial_number}: it fails on purpose")
 
 
+def _trial_dir() -> Path | None:
+    try:
+        return Path(tune.get_context().get_trial_dir())
+    except Exception:  # outside a Tune session (unit tests)
+        return None
+
+
+def _restore_state() -> dict | None:
+    """The training state of the trial's last checkpoint (a retried trial), else None."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    import torch
+
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / STATE_FILE
+        return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def _maybe_kill_worker(settings: FitSettings, trial_number: int, epoch: int) -> None:
+    """[testing] kill_trials: SIGKILL this worker process in ``kill_epoch``, once per trial."""
+    if trial_number not in settings.kill_trials or epoch != settings.kill_epoch:
+        return
+    folder = _trial_dir()
+    if folder is None or (folder / KILLED_MARK).exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / KILLED_MARK).write_text(f"pid {os.getpid()} killed in epoch {epoch}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _error_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[0] if len(lines) <= 2 else lines[0] + " ... " + lines[-1])[:2000]
+
+
 def train_model(config: dict[str, Any], data: dict[str, np.ndarray], settings: FitSettings) -> None:
     """Fit ``settings.variant`` with ``config`` and report per epoch (neural) or once (xgboost)."""
     trial_number = int(config.get(TRIAL_NUMBER_KEY, -1))
-    # Arrays from the object store are read-only views; torch wants writable memory.
-    data = {name: np.array(values, copy=True) for name, values in data.items()}
     node_id = ray.get_runtime_context().get_node_id()
-    _check_injected_failure(settings, trial_number)
-    estimator = build_estimator(settings, _searched_params(config))
     started = time.perf_counter()
-    best = math.inf
+    resume_state = _restore_state() if settings.checkpoint and settings.neural else None
+    history = resume_state["history"] if resume_state else []
+    best = min((record["val_rmse"] for record in history), default=math.inf)
+    last_epoch = len(history)
+    latest_state: dict[str, Any] = {}
+
+    def metrics(epoch: int, val_rmse: float, best_val_rmse: float, train_loss: float | None) -> dict[str, Any]:
+        return {
+            "val_rmse": float(val_rmse),
+            "best_val_rmse": float(best_val_rmse),
+            "epoch": int(epoch),
+            "train_loss": float("nan") if train_loss is None else float(train_loss),
+            "node_id": node_id,
+            TRIAL_NUMBER_KEY: trial_number,
+            "fit_seconds": time.perf_counter() - started,
+        }
 
     def report(epoch: int, val_rmse: float, train_loss: float | None) -> None:
-        nonlocal best
+        nonlocal best, last_epoch
+        _maybe_kill_worker(settings, trial_number, epoch)
         best = min(best, val_rmse)
-        tune.report(
-            {
-                "val_rmse": float(val_rmse),
-                "best_val_rmse": float(best),
-                "epoch": int(epoch),
-                "train_loss": float("nan") if train_loss is None else float(train_loss),
-                "node_id": node_id,
-                TRIAL_NUMBER_KEY: trial_number,
-                "fit_seconds": time.perf_counter() - started,
-            }
-        )
+        last_epoch = epoch
+        result = metrics(epoch, val_rmse, best, train_loss)
+        if not latest_state:
+            tune.report(result)
+            return
+        import torch
 
-    if settings.neural:
-        fit_estimator(
-            estimator,
-            settings,
-            data["X_train"],
-            data["y_train"],
-            data["X_val"],
-            data["y_val"],
-            epoch_callback=lambda record: report(record["epoch"], record["val_rmse"], record.get("train_loss")),
-        )
-    else:
-        fit_estimator(estimator, settings, data["X_train"], data["y_train"])
-        val_rmse = rmse(data["y_val"], estimator.predict(data["X_val"]))
-        if not math.isfinite(val_rmse):
-            from hpo.estimators import DivergedError
+        with tempfile.TemporaryDirectory(prefix="checkpoint-") as folder:
+            torch.save(latest_state, Path(folder) / STATE_FILE)
+            latest_state.clear()
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
-            raise DivergedError(f"validation RMSE is {val_rmse}")
-        report(1, val_rmse, None)
+    try:
+        # Arrays from the object store are read-only views; torch wants writable memory.
+        data = {name: np.array(values, copy=True) for name, values in data.items()}
+        _check_injected_failure(settings, trial_number)
+        params = _searched_params(config)
+        if trial_number in settings.diverge_trials:
+            params["learning_rate"] = DIVERGING_LEARNING_RATE
+        estimator = build_estimator(settings, params)
+        if settings.neural:
+            fit_estimator(
+                estimator,
+                settings,
+                data["X_train"],
+                data["y_train"],
+                data["X_val"],
+                data["y_val"],
+                epoch_callback=lambda record: report(record["epoch"], record["val_rmse"], record.get("train_loss")),
+                state_callback=latest_state.update if settings.checkpoint else None,
+                resume_state=resume_state,
+            )
+        else:
+            fit_estimator(estimator, settings, data["X_train"], data["y_train"])
+            val_rmse = rmse(data["y_val"], estimator.predict(data["X_val"]))
+            if not math.isfinite(val_rmse):
+                from hpo.estimators import DivergedError
+
+                raise DivergedError(f"validation RMSE is {val_rmse}")
+            report(1, val_rmse, None)
+    except Exception as error:  # the trial's own failure: recorded, never retried
+        folder = _trial_dir()
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / ERROR_FILE).write_text("".join(traceback.format_exception(error)))
+        result = metrics(last_epoch + 1, math.nan, math.nan, None)
+        result[TRIAL_ERROR_KEY] = _error_line(error)
+        tune.report(result)

@@ -28,8 +28,8 @@ from ray.tune.search.optuna import OptunaSearch
 from hpo.estimators import FitSettings
 from hpo.rundir import append_jsonl, read_jsonl
 from hpo.space import ALL_PARAMS, TRIAL_NUMBER_KEY, DefineByRun, Space, default_point, same_point
-from hpo.storage import INTERRUPTED_ATTR, finished_trials, mark_stale_trials_failed
-from hpo.trainable import train_model
+from hpo.storage import INTERRUPTED_ATTR, finished_trials, mark_stale_trials_failed, redact_text
+from hpo.trainable import TRIAL_ERROR_KEY, train_model
 
 STATE_NAMES = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "FAILED"}
 _ERROR_CHARS = 2000
@@ -61,7 +61,8 @@ class RecordingOptunaSearch(OptunaSearch):
 
     * intermediate values are the per-epoch ``val_rmse`` (the whole curve, the last epoch included);
     * a finished trial's value is its best validation RMSE (the fit restores the best weights);
-    * trials ASHA stopped are PRUNED, trials that raised or diverged FAIL;
+    * trials ASHA stopped are PRUNED, trials that raised or diverged FAIL (their error line in the
+      user attribute ``error``);
     * trials cut off by an interrupted driver are FAIL with ``interrupted=True`` (resume re-runs them).
     """
 
@@ -91,12 +92,16 @@ class RecordingOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         finished = bool(result) and bool(result.get("done"))
         best = result.get("best_val_rmse") if result else None
+        trial_error = result.get(TRIAL_ERROR_KEY) if result else None
         try:
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             ot_trial.set_user_attr("attempt", self.attempt)
             if result and result.get("node_id"):
                 ot_trial.set_user_attr("node_id", result["node_id"])
             if error:
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            elif trial_error:
+                ot_trial.set_user_attr("error", str(trial_error)[:_ERROR_CHARS])
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
             elif not finished:
                 ot_trial.set_user_attr(INTERRUPTED_ATTR, True)
@@ -127,17 +132,26 @@ def trial_name(trial: Trial) -> str:
 
 
 def _error_text(trial: Trial) -> str:
-    """The exception line(s) of a failed trial (the end of Ray's error file)."""
+    """What ended a trial that Ray saw fail (its worker died, or Ray itself failed it): the
+    exception line of Ray's error file, naming the worker's death where that is the cause."""
     text = ""
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
         text = Path(path).read_text(errors="replace")
     if not text:
         text = str(getattr(trial, "error_msg", "") or "unknown error")
-    # A Python traceback ends with the exception line: "module.ErrorType: message".
     lines = [line.strip() for line in text.strip().splitlines() if line.strip() and set(line.strip()) != {"^"}]
-    tail = lines[-1] if lines else "unknown error"
-    return tail[:_ERROR_CHARS]
+    died = next((line for line in lines if "ActorDiedError" in line or "died unexpectedly" in line), None)
+    if died is not None:
+        reason = next((line for line in lines if "exit_type" in line or "exited because" in line or "SIGKILL" in line), "")
+        tail = f"worker process died: {died}" + (f" ({reason})" if reason and reason != died else "")
+    else:
+        # A Python traceback ends with the exception line: "module.ErrorType: message".
+        tail = lines[-1] if lines else "unknown error"
+    failures = getattr(trial, "num_failures", 0) or 0
+    if failures > 1:
+        tail += f" [after {failures - 1} retr{'y' if failures == 2 else 'ies'}]"
+    return redact_text(tail)[:_ERROR_CHARS]
 
 
 class TrialRecorder(tune.Callback):
@@ -151,23 +165,39 @@ class TrialRecorder(tune.Callback):
         self.n_done = n_done
         self.echo = echo
         self.started: dict[str, float] = {}
-        self.curves: dict[str, list[float]] = {}
+        self.curves: dict[str, dict[int, float]] = {}  # per trial: epoch -> validation RMSE
+        self.retries: dict[str, int] = {}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         self.started.setdefault(trial.trial_id, time.time())
-        self.curves.setdefault(trial.trial_id, [])
+        self.curves.setdefault(trial.trial_id, {})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
         self.started.setdefault(trial.trial_id, time.time())
-        if "val_rmse" in result:
-            self.curves.setdefault(trial.trial_id, []).append(float(result["val_rmse"]))
+        value, epoch = result.get("val_rmse"), result.get("epoch", result.get("training_iteration"))
+        if value is not None and epoch is not None and math.isfinite(value) and not result.get(TRIAL_ERROR_KEY):
+            # keyed by epoch: a trial retried from its checkpoint may report an epoch again
+            self.curves.setdefault(trial.trial_id, {})[int(epoch)] = float(value)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        """The trial's worker died; Ray restarts it from its last checkpoint."""
+        retries = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        curve = self.curves.get(trial.trial_id, {})
+        if self.echo:
+            self.echo(
+                f"    trial {int(trial.config.get(TRIAL_NUMBER_KEY, -1)):>3} lost its worker process; retry "
+                f"{retries} from "
+                + (f"its checkpoint after epoch {max(curve)}" if curve else "the start")
+            )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
         if not result.get("done"):
             return  # cut off by an interrupted driver: not finished, resume re-runs it
         best = result.get("best_val_rmse")
-        if best is None or not math.isfinite(best):
+        if result.get(TRIAL_ERROR_KEY):
+            self._record(trial, "FAILED", redact_text(str(result[TRIAL_ERROR_KEY])))
+        elif best is None or not math.isfinite(best):
             self._record(trial, "FAILED", "diverged: the validation RMSE is not finite")
         elif trial.trial_id in self.ledger.pruned:
             self._record(trial, "PRUNED", None)
@@ -179,7 +209,7 @@ class TrialRecorder(tune.Callback):
 
     def _record(self, trial: Trial, state: str, error: str | None) -> None:
         result = trial.last_result or {}
-        curve = self.curves.pop(trial.trial_id, [])
+        curve = [value for _, value in sorted(self.curves.pop(trial.trial_id, {}).items())]
         seconds = time.time() - self.started.pop(trial.trial_id, time.time())
         record = {
             "trial_number": int(trial.config.get(TRIAL_NUMBER_KEY, -1)),
@@ -192,6 +222,7 @@ class TrialRecorder(tune.Callback):
             "epochs": len(curve),
             "seconds": seconds,
             "node_id": result.get("node_id"),
+            "retries": self.retries.pop(trial.trial_id, 0),
             "params": {k: v for k, v in trial.config.items() if k != TRIAL_NUMBER_KEY},
         }
         append_jsonl(self.log_path, record)
@@ -262,6 +293,7 @@ def run_search(
     max_concurrent_trials: int,
     reuse_actors: bool,
     startup_trials: int,
+    max_retries: int = 0,
     ray_verbose: int = 0,
     echo=print,
 ) -> SearchOutcome:
@@ -324,7 +356,10 @@ def run_search(
                 callbacks=[recorder],
                 verbose=ray_verbose,
                 progress_reporter=_reporter(space) if ray_verbose else None,
-                failure_config=tune.FailureConfig(max_failures=0),
+                # only a dead worker fails a trial in Ray's eyes (its own errors end it, recorded):
+                # retried from the last per-epoch checkpoint, of which one is kept
+                failure_config=tune.FailureConfig(max_failures=max_retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
         try:
@@ -387,6 +422,7 @@ def trial_rows(trials: list[FrozenTrial], log: list[dict[str, Any]]) -> list[dic
                 "node_id": record.get("node_id"),
                 "ray_trial_id": record.get("ray_trial_id"),
                 "attempt": record.get("attempt"),
+                "retries": int(record.get("retries") or 0),
             }
         else:
             curve = [float(v) for _, v in sorted(trial.intermediate_values.items())]
@@ -398,7 +434,9 @@ def trial_rows(trials: list[FrozenTrial], log: list[dict[str, Any]]) -> list[dic
             row = {
                 "trial_number": trial.number,
                 "state": state,
-                "error": "failed (the driver stopped before recording its error)" if state == "FAILED" else None,
+                "error": (trial.user_attrs.get("error") or "failed (the driver stopped before recording its error)")
+                if state == "FAILED"
+                else None,
                 "val_rmse": min(curve) if curve and state != "FAILED" else float("nan"),
                 "val_rmse_curve": curve,
                 "epochs": len(curve),
@@ -406,6 +444,7 @@ def trial_rows(trials: list[FrozenTrial], log: list[dict[str, Any]]) -> list[dic
                 "node_id": trial.user_attrs.get("node_id"),
                 "ray_trial_id": trial.user_attrs.get("ray_trial_id"),
                 "attempt": trial.user_attrs.get("attempt"),
+                "retries": None,
             }
         if row["state"] == "FAILED":
             row["val_rmse"] = float("nan")
