@@ -120,8 +120,9 @@ def start_ray(
                 )
             elif os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
                 echo("warning: RAY_AUTH_MODE=disabled is set: Ray and its dashboard accept anyone who reaches them")
-            else:
-                os.environ["RAY_AUTH_MODE"] = "token"
+            # else: left unset, Ray turns token authentication on for a new local Ray itself
+            # (RAY_AUTH_MODE=token set here, after Ray was imported, would miss Ray's cached
+            # config: the driver would then present no token to its own Ray and fail to start)
         kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
         if address:
             if dashboard:
