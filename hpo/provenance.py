@@ -95,6 +95,13 @@ class Provenance:
         self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
 
     def start_session(self, command: list[str], spec: Any, storage: str) -> None:
+        """Open a driver session. No storage password is kept: the command line and the storage
+        description are masked with :func:`hpo.storage.redact_text` whatever the caller passed."""
+        from hpo.storage import redact_text
+
+        secret_url = getattr(getattr(spec, "search", None), "storage", "") or ""
+        command = [redact_text(str(part), secret_url) for part in command]
+        storage = redact_text(storage, secret_url)
         data = self.data
         data.setdefault("run", self.run_dir.name)
         data.setdefault("created", now())

@@ -147,6 +147,19 @@ def test_redact_text_masks_a_known_password_wherever_it_appears():
     )
 
 
+def test_provenance_keeps_no_password(tmp_path):
+    from hpo.provenance import Provenance
+    from hpo.spec import parse_spec
+
+    url = "postgresql://hpo:pa%24%24word@db:5432/studies"
+    spec = parse_spec({"study": {"tasks": [TASK]}, "search": {"storage": url}})
+    provenance = Provenance(RunDir(tmp_path))
+    provenance.start_session(["python", "-m", "hpo", "sweep", "s.toml", "--storage", url, f"--set=search.storage={url}"], spec, url)
+    text = (tmp_path / "provenance.json").read_text()
+    assert "pa%24%24word" not in text and "pa$$word" not in text
+    assert json.loads(text)["storage"] == "postgresql://hpo:***@db:5432/studies"
+
+
 def test_a_wrong_password_is_one_masked_line(postgres):
     wrong = postgres.url.replace(postgres.password, "not-the-password")
     with pytest.raises(StorageError) as caught:
