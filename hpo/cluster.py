@@ -138,6 +138,9 @@ def start_ray(
             context = _init(num_cpus=num_cpus, **kwargs)
         started_here = True
         dashboard_url = getattr(context, "dashboard_url", None) or None
+        if dashboard and dashboard_url and host not in ("0.0.0.0", "::"):
+            # Ray reports the node's address for a host other than 127.0.0.1; show where it listens
+            dashboard_url = f"{host if ':' not in host else f'[{host}]'}:{dashboard_url.rsplit(':', 1)[-1]}"
         if dashboard:
             if dashboard_url:
                 url = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"

@@ -131,14 +131,14 @@ class FoldCache:
         return fold
 
 
-def _error_of(exc: BaseException) -> str:
-    """One line naming an item's error (passwords of URLs in it masked)."""
+def _error_of(exc: BaseException, *urls: str) -> str:
+    """One line naming an item's error (passwords of URLs in it, and of ``urls``, masked)."""
     from hpo.storage import redact_text
 
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the real one
     if isinstance(cause, BaseException):
         exc = cause
-    text = redact_text(f"{type(exc).__name__}: {exc}".strip())
+    text = redact_text(f"{type(exc).__name__}: {exc}".strip(), *urls)
     lines = [line for line in text.splitlines() if line.strip()]
     return (lines[0] if len(lines) <= 2 else lines[0] + " ... " + lines[-1])[:2000]
 
@@ -384,7 +384,7 @@ class Driver:
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            row["error"] = _error_of(exc)
+            row["error"] = _error_of(exc, self.spec.search.storage)
             self._log_error(item, exc)
         return self._finish(row), trials
 
