@@ -343,3 +343,19 @@ def test_a_second_driver_on_the_same_run_directory_is_refused(ray_session, tmp_p
     storage = journal_storage(run.journal_file)
     (summary,) = optuna.get_all_study_summaries(storage)
     assert summary.study_name == f"{QSAR}/ltc_mhn/fold0/seed0"
+
+
+def test_an_unusable_database_url_is_refused_in_one_masked_line(ray_session, tmp_path):
+    """A storage URL whose database cannot be reached: exit 2 before the run directory gets any
+    file, and the password is neither printed nor written."""
+    spec = tmp_path / "db.toml"
+    spec.write_text(f'[study]\ntasks = ["{QSAR}"]\nfolds = 1\n')
+    url = "postgresql://hpo:Secret4Db@127.0.0.1:1/optuna"
+    code, out, err = run_cli(["sweep", str(spec), "--name", "db", "--runs-dir", str(tmp_path / "runs"), "--storage", url])
+    assert code == 2, out + err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and "postgresql://hpo:***@127.0.0.1:1/optuna" in line
+    assert "Secret4Db" not in out + err
+    run = tmp_path / "runs" / "db"
+    assert not run.exists() or not [p for p in run.rglob("*") if p.is_file() and b"Secret4Db" in p.read_bytes()]
+    assert not (run / "spec.toml").exists()
