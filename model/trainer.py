@@ -223,6 +223,8 @@ def train_network(
             batch_inputs = inputs[start : start + batch_size]
             batch_targets = targets[start : start + batch_size]
             forward = compiled if len(batch_inputs) == batch_size else network
+            if compile_mode == "reduce-overhead" and forward is compiled:
+                torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: a new training step starts
             loss = F.mse_loss(forward(batch_inputs), batch_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
