@@ -92,11 +92,20 @@ def synchronize(device: torch.device) -> None:
 
 def timed(function: Callable[[], object], device: torch.device) -> float:
     """Wall-clock seconds of ``function()``, with the device synchronised on both sides."""
+    return timed_both(function, device)[0]
+
+
+def timed_both(function: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of ``function()`` (device synchronised on both sides).
+
+    On a CPU shared with other jobs the CPU seconds leave out the time this process waited for a
+    core, so ratios of CPU seconds are steadier than ratios of wall-clock seconds.
+    """
     synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     function()
     synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def peak_matmul_gflops(device: torch.device, size: int | None = None, repeats: int = 5) -> float:
@@ -128,7 +137,14 @@ def epoch_flops(network: nn.Module, table: Table) -> float:
 
 def time_suite_epoch(network: nn.Module, table: Table, seed: int = 0, compile: bool | str = False) -> float:
     """Seconds of one epoch of the suite's trainer (training plus the validation pass)."""
-    return timed(
+    return time_suite_epoch_both(network, table, seed, compile)[0]
+
+
+def time_suite_epoch_both(
+    network: nn.Module, table: Table, seed: int = 0, compile: bool | str = False
+) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one epoch of the suite's trainer (with its validation pass)."""
+    return timed_both(
         lambda: train_network(
             network, *table.tensors, max_epochs=1, patience=None, batch_size=BATCH_SIZE, seed=seed, compile=compile
         ),
@@ -151,9 +167,12 @@ def measure_throughput(
         networks[name] = make_network(name, table.n_features, **(settings or {})).to(table.device)
     flops = {name: epoch_flops(network, table) for name, network in networks.items()}  # also the warm-up
     times: dict[str, list[float]] = {name: [] for name in models}
+    cpu_times: dict[str, list[float]] = {name: [] for name in models}
     for repeat in range(repeats):
         for name, network in networks.items():
-            times[name].append(time_suite_epoch(network, table, seed=repeat + 1))
+            wall, cpu = time_suite_epoch_both(network, table, seed=repeat + 1)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
     rows = []
     for name, network in networks.items():
         seconds = statistics.median(times[name])
@@ -164,15 +183,17 @@ def measure_throughput(
                 "width": getattr(network, "hidden_size", None),
                 "parameters": sum(p.numel() for p in network.parameters()),
                 "seconds_per_epoch": seconds,
+                "cpu_seconds_per_epoch": statistics.median(cpu_times[name]),
                 "rows_per_second": table.n_rows / seconds,
                 "gflop_per_epoch": flops[name] / 1e9,
                 "gflops": gflops,
                 "peak_share": gflops / peak_gflops if peak_gflops else math.nan,
             }
         )
-    reference = next((row["seconds_per_epoch"] for row in rows if row["model"] == "ltc"), None)
+    reference = next((row for row in rows if row["model"] == "ltc"), None)
     for row in rows:
-        row["epoch_vs_ltc"] = row["seconds_per_epoch"] / reference if reference else math.nan
+        row["epoch_vs_ltc"] = row["seconds_per_epoch"] / reference["seconds_per_epoch"] if reference else math.nan
+        row["cpu_vs_ltc"] = row["cpu_seconds_per_epoch"] / reference["cpu_seconds_per_epoch"] if reference else math.nan
     return rows
 
 
@@ -297,31 +318,33 @@ def compare_with_naive(
         torch.manual_seed(0)
         starts[name] = make_network(name, table.n_features).to(table.device)
         time_suite_epoch(copy.deepcopy(starts[name]), table)  # warm-up
-    suite: dict[str, list[float]] = {name: [] for name in models}
-    naive: dict[str, list[float]] = {name: [] for name in models}
+    suite: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+    naive: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
     rmse: dict[str, tuple[float, float]] = {}
     for repeat in range(repeats):
         for name in models:
             network = copy.deepcopy(starts[name])
             history = []
             suite[name].append(
-                timed(
+                timed_both(
                     lambda: train_network(
                         network, *table.tensors, max_epochs=epochs, patience=None, batch_size=BATCH_SIZE,
                         seed=repeat, epoch_callback=history.append,
                     ),
                     table.device,
-                ) / epochs
+                )
             )
             reference = NaiveReference(copy.deepcopy(starts[name]))
             naive_rmse = [math.nan]
             naive[name].append(
-                timed(lambda: naive_rmse.__setitem__(0, naive_fit(reference, table, epochs, seed=repeat)), table.device)
-                / epochs
+                timed_both(lambda: naive_rmse.__setitem__(0, naive_fit(reference, table, epochs, seed=repeat)), table.device)
             )
             rmse[name] = (history[-1]["val_rmse"], naive_rmse[0])
     for name in models:
-        suite_seconds, naive_seconds = statistics.median(suite[name]), statistics.median(naive[name])
+        suite_seconds = statistics.median(wall for wall, _ in suite[name]) / epochs
+        naive_seconds = statistics.median(wall for wall, _ in naive[name]) / epochs
+        suite_cpu = statistics.median(cpu for _, cpu in suite[name])
+        naive_cpu = statistics.median(cpu for _, cpu in naive[name])
         rows.append(
             {
                 "model": name,
@@ -329,6 +352,7 @@ def compare_with_naive(
                 "suite_seconds_per_epoch": suite_seconds,
                 "naive_seconds_per_epoch": naive_seconds,
                 "speedup": naive_seconds / suite_seconds,
+                "speedup_cpu": naive_cpu / suite_cpu,
                 "suite_val_rmse": rmse[name][0],
                 "naive_val_rmse": rmse[name][1],
             }
@@ -345,8 +369,9 @@ def _packed_worker(rank, device_name, n_rows, n_features, epochs, model, barrier
     torch.set_num_threads(1)
     stream = None
     if device.type == "cuda":
-        torch.cuda.set_device(device)
-        stream = torch.cuda.Stream(device)
+        if device.index is not None:
+            torch.cuda.set_device(device)
+        stream = torch.cuda.Stream(device)  # each packed trial queues its work on its own stream
     context = torch.cuda.stream(stream) if stream is not None else _nullcontext()
     with context:
         table = Table(n_rows, n_features, device, seed=rank)
@@ -475,6 +500,8 @@ THROUGHPUT_COLUMNS = (
     ("gflops", "GFLOP/s", ".1f"),
     ("peak_share", "of peak", ".1%"),
     ("epoch_vs_ltc", "epoch vs ltc", ".2fx"),
+    ("cpu_seconds_per_epoch", "CPU s/epoch", ".3f"),
+    ("cpu_vs_ltc", "CPU vs ltc", ".2fx"),
 )
 NAIVE_COLUMNS = (
     ("model", "model", "s"),
@@ -482,6 +509,7 @@ NAIVE_COLUMNS = (
     ("suite_seconds_per_epoch", "suite s/epoch", ".3f"),
     ("naive_seconds_per_epoch", "naive s/epoch", ".3f"),
     ("speedup", "speed-up", ".2fx"),
+    ("speedup_cpu", "CPU-time speed-up", ".2fx"),
     ("suite_val_rmse", "suite val RMSE", ".3f"),
     ("naive_val_rmse", "naive val RMSE", ".3f"),
 )

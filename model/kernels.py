@@ -137,7 +137,8 @@ def _integrate(
             weights = attention[step if save else 0]
             torch.mm(target, keys, out=logits)
             torch.ops.aten._softmax.out(grouped_logits, -1, False, out=weights.view(batch, heads, slots_per_head))
-            torch.mul(target, alpha, out=following).addmm_(weights, values)
+            torch.mul(target, alpha, out=following)
+            torch.addmm(following, weights, values, out=following)  # (addmm_ is not seen by FLOP counters)
         x = following
 
     WORKSPACE.give(field, logits)
@@ -202,7 +203,8 @@ class LiquidIntegration(torch.autograd.Function):
                 torch.ops.aten._softmax_backward_data.out(  # ∂L/∂logits = P ⊙ (∂L/∂P − Σ_i P ∂L/∂P)
                     grouped_grad_weights, weights, -1, weights.dtype, grad_input=grad_logits[step].view_as(weights)
                 )
-                grad_x = torch.mul(grad_z, alpha, out=step_grads[step % 2]).addmm_(grad_logits[step], keys.t())
+                grad_x = torch.mul(grad_z, alpha, out=step_grads[step % 2])
+                torch.addmm(grad_x, grad_logits[step], keys.t(), out=grad_x)  # α ∂L/∂z + ∂L/∂logits Kᵀ
             # back through x' = x + h/6 (k_0 + 2 k_1 + 2 k_2 + k_3)
             base = 4 * step
             if memory and step > 0:
@@ -262,6 +264,73 @@ class LiquidIntegration(torch.autograd.Function):
         )
 
 
+class FoldedMemory(torch.autograd.Function):
+    """Keys and values of the folded Hopfield memory (what :meth:`HopfieldMemory.fold` builds with
+    some twenty autograd operations) as one node with a hand-written backward pass:
+
+        keysᵀ[(h, i), k] = β Σ_j ξ_{i,h,j} (W_q)_{(h,j),k}      values[(h, i), :] = δ Σ_j ξ_{i,h,j} W_o[:, (h,j)]
+    """
+
+    @staticmethod
+    def forward(ctx, patterns, query_weight, output_weight, beta, delta, heads):
+        size, pattern_size = patterns.shape
+        width = query_weight.shape[1]
+        head_size = pattern_size // heads
+        slots = patterns.view(size, heads, head_size).transpose(0, 1)  # (H, N, M/H): ξ_{i,h}
+        query_rows = query_weight.view(heads, head_size, width)  # (H, M/H, n)
+        output_columns = output_weight.view(width, heads, head_size).permute(1, 2, 0)  # (H, M/H, n)
+        query_fold = torch.bmm(slots, query_rows)  # (H, N, n)
+        output_fold = torch.bmm(slots, output_columns)  # (H, N, n)
+        keys_t = query_fold.view(heads * size, width) * beta
+        values = output_fold.view(heads * size, width) * delta
+        ctx.save_for_backward(patterns, query_weight, output_weight, beta, delta, query_fold, output_fold)
+        ctx.heads = heads
+        return keys_t, values
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_keys_t, grad_values):
+        patterns, query_weight, output_weight, beta, delta, query_fold, output_fold = ctx.saved_tensors
+        heads = ctx.heads
+        size, pattern_size = patterns.shape
+        width = query_weight.shape[1]
+        head_size = pattern_size // heads
+        if grad_keys_t is None:
+            grad_keys_t = torch.zeros_like(query_fold).view(heads * size, width)
+        if grad_values is None:
+            grad_values = torch.zeros_like(output_fold).view(heads * size, width)
+        slots = patterns.view(size, heads, head_size).transpose(0, 1)
+        query_rows = query_weight.view(heads, head_size, width)
+        output_columns = output_weight.view(width, heads, head_size).permute(1, 2, 0)
+        grad_beta = torch.dot(grad_keys_t.reshape(-1), query_fold.reshape(-1)).reshape(beta.shape)
+        grad_delta = torch.dot(grad_values.reshape(-1), output_fold.reshape(-1)).reshape(delta.shape)
+        grad_query_fold = (grad_keys_t * beta).view(heads, size, width)
+        grad_output_fold = (grad_values * delta).view(heads, size, width)
+        grad_slots = torch.bmm(grad_query_fold, query_rows.transpose(1, 2))
+        grad_slots.baddbmm_(grad_output_fold, output_columns.transpose(1, 2))
+        slots_t = slots.transpose(1, 2)
+        grad_query_weight = torch.bmm(slots_t, grad_query_fold).view(pattern_size, width)
+        grad_output_weight = torch.bmm(slots_t, grad_output_fold).permute(2, 0, 1).reshape(width, pattern_size)
+        grad_patterns = grad_slots.transpose(0, 1).reshape(size, pattern_size)
+        return grad_patterns, grad_query_weight, grad_output_weight, grad_beta, grad_delta, None
+
+
+def fold_memory(
+    patterns: torch.Tensor,
+    query_weight: torch.Tensor,
+    output_weight: torch.Tensor,
+    beta: torch.Tensor,
+    delta: torch.Tensor,
+    heads: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, values) of :meth:`model.hopfield.HopfieldMemory.fold` with ``output_scale=delta``:
+    ``keys`` (n × H·N, a transposed view) and ``values`` (H·N × n), through :class:`FoldedMemory`."""
+    if patterns.shape[1] % heads:
+        raise ValueError(f"heads must divide the pattern size {patterns.shape[1]}; got heads={heads}")
+    keys_t, values = FoldedMemory.apply(patterns, query_weight, output_weight, beta, delta, int(heads))
+    return keys_t.t(), values
+
+
 def liquid_integrate(
     drive: torch.Tensor,
     weight: torch.Tensor,
@@ -291,4 +360,4 @@ def liquid_integrate(
     return _integrate(*arguments, save=False)[0]  # no graph: no stage buffers kept
 
 
-__all__ = ["LiquidIntegration", "liquid_integrate"]
+__all__ = ["FoldedMemory", "LiquidIntegration", "Workspace", "WORKSPACE", "fold_memory", "liquid_integrate"]

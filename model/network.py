@@ -12,7 +12,7 @@ from torch import nn
 from ._util import check_choice, check_int, check_positive
 from .coupling import AdditiveCoupling
 from .hopfield import ATTENTION_MODES, HopfieldMemory
-from .kernels import liquid_integrate
+from .kernels import fold_memory, liquid_integrate
 from .ltc import LTCCell, default_step_size
 
 VARIANTS = ("ltc_mhn", "ltc", "zero_beta", "fixed_beta", "matched_ltc")
@@ -160,10 +160,13 @@ class LiquidHopfieldNetwork(nn.Module):
             x = liquid_integrate(*solver, self.unfolds, self.step_size)
             return x if memory is None else self.couple(x)  # z_T = α x_T + δ r(x_T)
         if memory.resolved_attention() == "folded":  # δ W_o folded into the values, β and W_q into the keys
-            folded = memory.fold(output_scale=self.coupling.delta)
+            keys, values = fold_memory(
+                memory.patterns, memory.query_map.weight, memory.output_map.weight, memory.beta,
+                self.coupling.delta, memory.heads,
+            )
             return liquid_integrate(
                 *solver, self.unfolds, self.step_size,
-                keys=folded.keys, values=folded.values, alpha=self.coupling.alpha, heads=memory.heads,
+                keys=keys, values=values, alpha=self.coupling.alpha, heads=memory.heads,
             )
         couple = self.coupling_step()
         x = None  # x(0) = 0

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import model
-from model.kernels import WORKSPACE, Workspace, liquid_integrate
+from model.hopfield import HopfieldMemory
+from model.kernels import WORKSPACE, Workspace, fold_memory, liquid_integrate
 
 DTYPE = torch.float64
 
@@ -101,6 +102,28 @@ def test_liquid_integrate_gradients_match_finite_differences(memory):
         )
 
     assert torch.autograd.gradcheck(function, tuple(arguments.values()), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_fold_memory_equals_hopfield_fold_and_finite_differences(heads):
+    torch.manual_seed(heads)
+    memory = HopfieldMemory(8, hopfield_size=3, heads=heads, beta=0.7).to(DTYPE)
+    delta = torch.tensor(0.4, dtype=DTYPE, requires_grad=True)
+    reference = memory.fold(output_scale=delta)
+    keys, values = fold_memory(
+        memory.patterns, memory.query_map.weight, memory.output_map.weight, memory.beta, delta, heads
+    )
+    assert keys.shape == reference.keys.shape and values.shape == reference.values.shape
+    assert_close(keys, reference.keys, rtol=1e-12, atol=1e-14)
+    assert_close(values, reference.values, rtol=1e-12, atol=1e-14)
+    inputs = (
+        memory.patterns.detach().clone().requires_grad_(True),
+        memory.query_map.weight.detach().clone().requires_grad_(True),
+        memory.output_map.weight.detach().clone().requires_grad_(True),
+        torch.tensor(0.7, dtype=DTYPE, requires_grad=True),
+        delta,
+    )
+    assert torch.autograd.gradcheck(lambda *args: fold_memory(*args, heads), inputs, eps=1e-6, atol=1e-8)
 
 
 def test_graphs_kept_alive_do_not_share_buffers():
