@@ -17,7 +17,8 @@ Failures are of two kinds and are kept apart:
   ``failure.max_retries`` times, restarts the trial from its last checkpoint. With
   ``settings.checkpoint`` a neural trial reports a checkpoint of its whole training state with
   every epoch, so a retry continues from the last finished epoch exactly as the uninterrupted fit
-  would have.
+  would have. A node that cannot reach the run directory (a cluster without a shared file
+  system) cannot store checkpoints: its trials run on without them, and a retry starts over.
 """
 
 from __future__ import annotations
@@ -63,16 +64,21 @@ def _trial_dir() -> Path | None:
         return None
 
 
-def _restore_state() -> dict | None:
-    """The training state of the trial's last checkpoint (a retried trial), else None."""
+def _restore_state(trial_number: int) -> dict | None:
+    """The training state of the trial's last checkpoint (a retried trial), else None (also when
+    the checkpoint cannot be read here: the trial then starts over)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     import torch
 
-    with checkpoint.as_directory() as folder:
-        path = Path(folder) / STATE_FILE
-        return torch.load(path, weights_only=True) if path.is_file() else None
+    try:
+        with checkpoint.as_directory() as folder:
+            path = Path(folder) / STATE_FILE
+            return torch.load(path, weights_only=True) if path.is_file() else None
+    except Exception as error:
+        print(f"note: trial {trial_number} cannot read its checkpoint ({_error_line(error)}); it starts over")
+        return None
 
 
 def _maybe_kill_worker(settings: FitSettings, trial_number: int, epoch: int) -> None:
@@ -98,11 +104,12 @@ def train_model(config: dict[str, Any], data: dict[str, np.ndarray], settings: F
     trial_number = int(config.get(TRIAL_NUMBER_KEY, -1))
     node_id = ray.get_runtime_context().get_node_id()
     started = time.perf_counter()
-    resume_state = _restore_state() if settings.checkpoint and settings.neural else None
+    resume_state = _restore_state(trial_number) if settings.checkpoint and settings.neural else None
     history = resume_state["history"] if resume_state else []
     best = min((record["val_rmse"] for record in history), default=math.inf)
     last_epoch = len(history)
     latest_state: dict[str, Any] = {}
+    checkpointing = settings.checkpoint and settings.neural
 
     def metrics(epoch: int, val_rmse: float, best_val_rmse: float, train_loss: float | None) -> dict[str, Any]:
         return {
@@ -116,12 +123,12 @@ def train_model(config: dict[str, Any], data: dict[str, np.ndarray], settings: F
         }
 
     def report(epoch: int, val_rmse: float, train_loss: float | None) -> None:
-        nonlocal best, last_epoch
+        nonlocal best, last_epoch, checkpointing
         _maybe_kill_worker(settings, trial_number, epoch)
         best = min(best, val_rmse)
         last_epoch = epoch
         result = metrics(epoch, val_rmse, best, train_loss)
-        if not latest_state:
+        if not (checkpointing and latest_state):
             tune.report(result)
             return
         import torch
@@ -129,7 +136,16 @@ def train_model(config: dict[str, Any], data: dict[str, np.ndarray], settings: F
         with tempfile.TemporaryDirectory(prefix="checkpoint-") as folder:
             torch.save(latest_state, Path(folder) / STATE_FILE)
             latest_state.clear()
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            try:
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+                return
+            except RuntimeError as error:  # Ray: this node cannot write the run's storage path
+                if "storage" not in str(error):
+                    raise
+                checkpointing = False
+                reason = str(error).splitlines()[0]
+        print(f"note: trial {trial_number} keeps no checkpoints on this node ({reason}); a retry would start it over")
+        tune.report(result)
 
     try:
         # Arrays from the object store are read-only views; torch wants writable memory.
@@ -148,7 +164,7 @@ def train_model(config: dict[str, Any], data: dict[str, np.ndarray], settings: F
                 data["X_val"],
                 data["y_val"],
                 epoch_callback=lambda record: report(record["epoch"], record["val_rmse"], record.get("train_loss")),
-                state_callback=latest_state.update if settings.checkpoint else None,
+                state_callback=latest_state.update if checkpointing else None,
                 resume_state=resume_state,
             )
         else:
