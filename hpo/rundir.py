@@ -345,10 +345,15 @@ def write_text(path: Path, text: str) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk (a killed driver keeps every line written)."""
+    """Append one JSON line and flush it to disk (a killed driver keeps every line written; a
+    line it left torn is ended first, so the new record stays readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
+    with open(path, "a+b") as handle:
+        if handle.seek(0, os.SEEK_END) > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+        handle.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 
