@@ -8,6 +8,10 @@ the search then runs only the trials still missing, in a new Ray experiment fold
 (``attempt{k}``), with the sampler re-seeded for that attempt so its random start differs. Every
 finished trial is written to ``trial_log.jsonl`` by the driver as it finishes, so nothing finished
 is lost with the driver. ASHA's rung statistics are not carried across attempts.
+
+Within an attempt, a trial's own error (it raised, or its loss diverged) ends it as FAILED with
+its error line; only a dead worker process is a failure in Ray's eyes, retried up to
+``max_retries`` times from the trial's last per-epoch checkpoint (see :mod:`hpo.trainable`).
 """
 
 from __future__ import annotations
