@@ -16,6 +16,8 @@ grid's minimum. Losses here are MSE on standardised targets.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -211,6 +213,24 @@ class Landscape:
         return flat_area_share(self.losses)
 
 
+@contextlib.contextmanager
+def _reference_kernels(network: nn.Module):
+    """Evaluate a liquid-memory network through its plain autograd operations.
+
+    The training kernels (``kernel="fused"``) are custom autograd nodes with hand-written first
+    derivatives: torch.vmap has no rule for them and Hessian-vector products need second
+    derivatives. The reference path computes the same function (tests in model/ compare them).
+    """
+    previous = getattr(network, "kernel", None)
+    if previous is not None:
+        network.kernel = "reference"
+    try:
+        yield
+    finally:
+        if previous is not None:
+            network.kernel = previous
+
+
 def compute_landscape(
     network: nn.Module,
     inputs,
@@ -235,13 +255,14 @@ def compute_landscape(
     targets = torch.as_tensor(np.asarray(targets), dtype=dtype).reshape(-1)
     coordinates = np.linspace(-span, span, grid)
     directions = random_directions(parameters, direction_seed)
-    losses, mode = grid_losses(network, inputs, targets, parameters, directions, coordinates, loss)
-    with torch.no_grad():
-        center = float(loss(network(inputs), targets))
-    eigenvalue, used = (math.nan, 0)
-    if hessian_iterations > 0:
-        eigenvalue, used = hessian_top_eigenvalue(network, inputs, targets, loss, hessian_iterations,
-                                                  seed=direction_seed)
+    with _reference_kernels(network):
+        losses, mode = grid_losses(network, inputs, targets, parameters, directions, coordinates, loss)
+        with torch.no_grad():
+            center = float(loss(network(inputs), targets))
+        eigenvalue, used = (math.nan, 0)
+        if hessian_iterations > 0:
+            eigenvalue, used = hessian_top_eigenvalue(network, inputs, targets, loss, hessian_iterations,
+                                                      seed=direction_seed)
     excluded = [name for name, p in parameters.items() if p.dim() <= 1]
     return Landscape(variant, coordinates, losses, center, eigenvalue, used, mode,
                      {"direction_seed": direction_seed, "span": span, "rows": int(inputs.shape[0]),
