@@ -109,6 +109,7 @@ def test_repeated_sigkill_and_resume_lose_and_duplicate_nothing(ray_session, tmp
         command = (
             ["sweep", str(spec_path), "--name", "kills", "--runs-dir", str(runs)] if cycle == 0 else ["resume", str(run.root)]
         )
+        cycle_started = time.time()
         log_path = tmp_path / f"driver{cycle}.log"
         with open(log_path, "w") as log:
             driver = subprocess.Popen(
@@ -132,6 +133,7 @@ def test_repeated_sigkill_and_resume_lose_and_duplicate_nothing(ray_session, tmp
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(driver.pid, signal.SIGKILL)
         kills.append(progress(run, plan))
+        print(f"cycle {cycle}: killed at progress {kills[-1]} after {time.time() - cycle_started:.1f} s", flush=True)
         before_kills.append(finished_trials(run.journal_file) if run.journal_file.exists() else {})
     assert len(kills) == KILLS and kills[-1] < total  # every kill landed mid-sweep
 
