@@ -65,8 +65,8 @@ class BenchConfig:
     search_trials: int = 8
     search_epochs: int = 5
     asha_trials: int = 16
-    asha_epochs: int = 27
-    asha_grace: int = 3
+    asha_epochs: int = 30  # grace / max epochs as in studies/ctr23.toml (10 / 200), rounded up
+    asha_grace: int = 2
     memory_epochs: int = 2
     projection_rows: tuple[int, int] = (2000, 8000)
     baseline_rows: tuple[int, int] = (1000, 4000)
@@ -84,7 +84,7 @@ QUICK = BenchConfig(
     trivial_trials=6,
     search_epochs=3,
     asha_trials=6,
-    asha_epochs=9,
+    asha_epochs=10,
     asha_grace=1,
     memory_epochs=1,
     projection_rows=(1000, 4000),
@@ -429,8 +429,11 @@ def run_ray_search(
     )
 
 
-def run_optuna_search(data: dict, settings, n_trials: int, seed: int = 0, startup_trials: int = 3) -> tuple[float, list]:
-    """The same search in process: Optuna's TPE with the default point first, the trial's own fit."""
+def run_optuna_search(
+    data: dict, settings, n_trials: int, seed: int = 0, startup_trials: int = 3
+) -> tuple[float, list[float], list[int]]:
+    """The same search in process: Optuna's TPE with the default point first, the trial's own fit.
+    Returns the total seconds, each trial's seconds and each trial's epochs."""
     import optuna
 
     from hpo.estimators import build_estimator, fit_estimator
@@ -441,8 +444,10 @@ def run_optuna_search(data: dict, settings, n_trials: int, seed: int = 0, startu
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials))
     study.enqueue_trial(default_point(space))
     epochs: list[int] = []
+    seconds: list[float] = []
 
     def objective(trial) -> float:
+        trial_started = time.perf_counter()
         params = suggest(trial, space)
         estimator = build_estimator(settings, params)
         curve: list[float] = []
@@ -453,27 +458,37 @@ def run_optuna_search(data: dict, settings, n_trials: int, seed: int = 0, startu
 
         fit_estimator(estimator, settings, data["X_train"], data["y_train"], data["X_val"], data["y_val"], epoch_callback=report)
         epochs.append(len(curve))
+        seconds.append(time.perf_counter() - trial_started)
         return min(curve)
 
     started = time.perf_counter()
     study.optimize(objective, n_trials=n_trials)
-    return time.perf_counter() - started, epochs
+    return time.perf_counter() - started, seconds, epochs
 
 
 def overhead_rows(measurements: list[dict]) -> list[dict]:
-    """Per-trial seconds of Ray Tune and Optuna and what Ray adds, from total wall-clock times."""
+    """Per-trial seconds of Ray Tune and Optuna and what Ray adds, from total wall-clock times;
+    where the first trials' own seconds are known (``ray_first_seconds``, ``optuna_first_seconds``)
+    also what Ray adds to every later trial (a reused worker past its start-up and imports)."""
     rows = []
     for item in measurements:
-        ray_per_trial = item["ray_seconds"] / item["trials"]
-        optuna_per_trial = item["optuna_seconds"] / item["trials"]
+        trials = item["trials"]
+        ray_per_trial = item["ray_seconds"] / trials
+        optuna_per_trial = item["optuna_seconds"] / trials
+        later = math.nan
+        if trials > 1 and item.get("ray_first_seconds") is not None and item.get("optuna_first_seconds") is not None:
+            ray_later = (item["ray_seconds"] - item["ray_first_seconds"]) / (trials - 1)
+            optuna_later = (item["optuna_seconds"] - item["optuna_first_seconds"]) / (trials - 1)
+            later = ray_later - optuna_later
         rows.append(
             {
                 "objective": item["objective"],
                 "actor_reuse": "yes" if item["reuse_actors"] else "no",
-                "trials": item["trials"],
+                "trials": trials,
                 "optuna_seconds_per_trial": optuna_per_trial,
                 "ray_seconds_per_trial": ray_per_trial,
                 "added_seconds_per_trial": ray_per_trial - optuna_per_trial,
+                "added_after_first": later,
             }
         )
     return rows
@@ -486,6 +501,7 @@ OVERHEAD_COLUMNS = (
     ("optuna_seconds_per_trial", "Optuna s/trial", ".3f"),
     ("ray_seconds_per_trial", "Ray Tune s/trial", ".3f"),
     ("added_seconds_per_trial", "added by Ray s/trial", ".3f"),
+    ("added_after_first", "added, trials 2..n", ".3f"),
 )
 
 
@@ -509,12 +525,13 @@ def part_overhead(state: BenchState) -> list[Table]:
         task = SMALL_TASKS[0]
         data = _fold_data(task)
         settings = _settings("ltc_mhn", config.search_epochs, config.search_epochs, device=state.device.type)
-        optuna_seconds, _ = run_optuna_search(data, settings, config.search_trials)
+        optuna_seconds, optuna_trial_seconds, _ = run_optuna_search(data, settings, config.search_trials)
         started = time.perf_counter()
         outcome = run_ray_search(state, workdir, "real", data, settings, config.search_trials, asha=None)
         ray_seconds = time.perf_counter() - started
         if outcome.error:
             raise RuntimeError(f"the real search failed: {outcome.error}")
+        first = min(outcome.trial_rows, key=lambda row: row["trial_number"])
         measurements.append(
             {
                 "objective": f"{task} ltc_mhn, {config.search_epochs} epochs",
@@ -522,13 +539,18 @@ def part_overhead(state: BenchState) -> list[Table]:
                 "trials": config.search_trials,
                 "ray_seconds": ray_seconds,
                 "optuna_seconds": optuna_seconds,
+                "ray_first_seconds": first["seconds"],
+                "optuna_first_seconds": optuna_trial_seconds[0],
             }
         )
     rows = overhead_rows(measurements)
-    state.ray_overhead_per_trial = rows[0]["added_seconds_per_trial"]
+    # the projection charges every trial the larger of the trivial and the real steady-state overhead
+    candidates = [rows[0]["added_seconds_per_trial"], rows[-1]["added_after_first"]]
+    state.ray_overhead_per_trial = max(value for value in candidates if math.isfinite(value))
     notes = (
         f"ray.init took {state.ray_init_seconds:.1f} s (once per driver, not counted above); one trial at a time,"
         " 1 CPU per trial; the real search uses hpo.tuning.run_search (FIFO) and, in process, the same fit",
+        "trials 2..n: after the first trial, whose worker starts and imports torch (in process that was done before)",
     )
     return [Table("overhead", rows, OVERHEAD_COLUMNS, notes)]
 
@@ -947,26 +969,31 @@ def _fit_cost_model(sizes: tuple[int, int], seconds: tuple[float, float], factor
 
 def measure_costs(config: BenchConfig, device, seed: int = 0) -> tuple[dict[str, CostModel], list[dict]]:
     """Epoch seconds of the neural variants and fit seconds of the baselines at two table sizes,
-    and the mean cost of random search-space configurations against the default one."""
+    and the mean cost of random search-space configurations against the default one.
+
+    Seconds are process CPU seconds (the projection is in CPU-hours, and other jobs sharing the
+    machine do not inflate them), the least of a few repetitions.
+    """
     import numpy as np
     import torch
 
     from model import make_model
-    from model.bench import Table as DataTable, make_network, time_suite_epoch
+    from model.bench import Table as DataTable, make_network, time_suite_epoch_both
+
+    def epoch_seconds(variant: str, table, **params) -> float:
+        torch.manual_seed(seed)
+        network = make_network(variant, config.features, **params).to(device)
+        time_suite_epoch_both(network, table)  # warm-up
+        return min(time_suite_epoch_both(network, table, seed=i)[1] for i in range(3))
 
     sizes = config.projection_rows
     measured: list[dict] = []
     costs: dict[str, CostModel] = {}
+    tables = [DataTable(rows, config.features, device) for rows in sizes]
     for variant in ("ltc_mhn", "ltc", "matched_ltc"):
-        times = []
-        for rows in sizes:
-            table = DataTable(rows, config.features, device)
-            torch.manual_seed(seed)
-            network = make_network(variant, config.features).to(device)
-            time_suite_epoch(network, table)  # warm-up
-            times.append(statistics.median(time_suite_epoch(network, table, seed=i) for i in range(3)))
-        factor = _space_factor(variant, config, device, seed) if variant != "matched_ltc" else None
-        costs[variant] = _fit_cost_model(sizes, tuple(times), factor if factor is not None else 1.0)
+        times = tuple(epoch_seconds(variant, table) for table in tables)
+        factor = _space_factor(variant, config, tables[0], epoch_seconds, seed) if variant != "matched_ltc" else None
+        costs[variant] = _fit_cost_model(sizes, times, factor if factor is not None else 1.0)
         measured.append({"model": variant, "unit": "epoch", "seconds_small": times[0], "seconds_large": times[1], "space_factor": factor})
     costs["matched_ltc"] = CostModel(costs["matched_ltc"].fixed, costs["matched_ltc"].per_row, costs["ltc"].factor)
     measured[-1]["space_factor"] = costs["ltc"].factor
@@ -983,45 +1010,36 @@ def measure_costs(config: BenchConfig, device, seed: int = 0) -> tuple[dict[str,
             X = rng.normal(size=(rows, config.features)).astype(np.float32)
             y = np.sin(X[:, 0]) + X[:, 1] ** 2 + 0.1 * rng.normal(size=rows)
             estimator = make_model(name, random_state=seed, n_jobs=1)
-            started = time.perf_counter()
+            started = time.process_time()
             estimator.fit(X, y)
-            times.append(time.perf_counter() - started)
+            times.append(time.process_time() - started)
         factor = xgboost_factor if name == "xgboost" else 1.0
         costs[name] = _fit_cost_model(sizes, tuple(times), factor)
         measured.append({"model": name, "unit": "fit", "seconds_small": times[0], "seconds_large": times[1], "space_factor": factor})
     return costs, measured
 
 
-def _space_factor(variant: str, config: BenchConfig, device, seed: int) -> float:
+def _space_factor(variant: str, config: BenchConfig, table, epoch_seconds, seed: int) -> float:
     """Mean epoch seconds of ``config.projection_configs`` random configurations of the search
-    space over the default configuration's, on the smaller projection table."""
+    space (the same draws for every variant) over the default configuration's, on ``table``."""
     import optuna
-    import torch
 
     from hpo.space import default_point, suggest
-    from model.bench import Table as DataTable, make_network, time_suite_epoch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {k: v for k, v in _space(variant).items() if k != "learning_rate"}
-    table = DataTable(config.projection_rows[0], config.features, device)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-
-    def epoch_seconds(params: dict) -> float:
-        torch.manual_seed(seed)
-        network = make_network(variant, config.features, **params).to(device)
-        time_suite_epoch(network, table)
-        return min(time_suite_epoch(network, table, seed=i) for i in range(2))
-
-    default = epoch_seconds(default_point(space))
-    samples = []
+    default = default_point(space)
+    samples, defaults = [], [epoch_seconds(variant, table, **default)]
     for _ in range(config.projection_configs):
         trial = study.ask()
         params = suggest(trial, space)
         if "heads" in params and params["hidden_size"] % params["heads"]:
             params["heads"] = 1
-        samples.append(epoch_seconds(params))
+        samples.append(epoch_seconds(variant, table, **params))
         study.tell(trial, 0.0)
-    return statistics.mean(samples) / default
+    defaults.append(epoch_seconds(variant, table, **default))  # before and after: load drifts
+    return statistics.mean(samples) / min(defaults)
 
 
 PROJECTION_COLUMNS = (
@@ -1061,7 +1079,7 @@ def part_projection(state: BenchState) -> list[Table]:
         f"largest tasks (CPU-hours): {largest}",
     )
     measured_notes = (
-        f"neural: tables of {config.projection_rows[0]} and {config.projection_rows[1]} rows, baselines: "
+        f"CPU seconds; neural: tables of {config.projection_rows[0]} and {config.projection_rows[1]} rows, baselines: "
         f"{config.baseline_rows[0]} and {config.baseline_rows[1]} rows, x {config.features} features; cost = fixed + "
         "per-row, fitted through both; xgboost's space factor = mean n_estimators of its space / 100",
     )

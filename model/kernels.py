@@ -3,10 +3,10 @@
 
 Autograd through the plain loop records about 25 small operations per solver stage and replays
 them one by one; at a batch of 256 rows the time goes to dispatching them, not to arithmetic.
-Here the forward pass writes every stage into preallocated buffers with in-place and ``out=``
-operations, and the backward pass walks the stages in reverse with five elementwise operations
-and one matrix product per stage, then forms the weight gradients as single large products over
-all stages at once. Results equal the plain loop's to rounding (tests compare both, forward and
+Here the forward pass writes every stage into pooled buffers with in-place and ``out=``
+operations (seven elementwise operations and one matrix product per stage), and the backward
+pass walks the stages in reverse with eight elementwise operations and one matrix product per
+stage, then forms the weight gradients as single large products over all stages at once. Results equal the plain loop's to rounding (tests compare both, forward and
 gradients). Nothing here synchronises with the device, so it runs unchanged on CUDA.
 
 Notation (per stage with input x_s): s = x_s W_xᵀ + d (d = W_u u + b, the input drive),
@@ -17,6 +17,7 @@ Folded coupling (HopfieldMemory.fold): P = softmax per head (x' K), z = α x' + 
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import torch
@@ -41,27 +42,35 @@ class Workspace:
     def __init__(self, per_shape: int = 8) -> None:
         self.per_shape = per_shape
         self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._lock = threading.Lock()  # two models trained in threads of one process share the pool
 
     def take(self, like: torch.Tensor, *shape: int) -> torch.Tensor:
         """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
         if like.device.type != "cpu":
             return like.new_empty(shape)
         # tensors made under inference_mode may only be written there, so they are pooled apart
-        free = self._free.get((shape, like.dtype, torch.is_inference_mode_enabled()))
-        return free.pop() if free else like.new_empty(shape)
+        key = (shape, like.dtype, torch.is_inference_mode_enabled())
+        with self._lock:
+            free = self._free.get(key)
+            if free:
+                return free.pop()
+        return like.new_empty(shape)
 
     def give(self, *tensors: torch.Tensor | None) -> None:
-        """Return buffers obtained from :meth:`take` (others are ignored)."""
-        for tensor in tensors:
-            if tensor is None or tensor.device.type != "cpu" or tensor._base is not None:
-                continue
-            free = self._free.setdefault((tuple(tensor.shape), tensor.dtype, tensor.is_inference()), [])
-            if len(free) < self.per_shape and not any(other is tensor for other in free):
-                free.append(tensor)
+        """Return buffers for reuse (None, views and CUDA tensors are ignored; at most
+        ``per_shape`` are kept per shape)."""
+        with self._lock:
+            for tensor in tensors:
+                if tensor is None or tensor.device.type != "cpu" or tensor._base is not None:
+                    continue
+                free = self._free.setdefault((tuple(tensor.shape), tensor.dtype, tensor.is_inference()), [])
+                if len(free) < self.per_shape and not any(other is tensor for other in free):
+                    free.append(tensor)
 
     def clear(self) -> None:
         """Drop every pooled buffer (frees the memory)."""
-        self._free.clear()
+        with self._lock:
+            self._free.clear()
 
 
 WORKSPACE = Workspace()
