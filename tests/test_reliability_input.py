@@ -138,7 +138,10 @@ def test_a_mutated_spec_is_valid_or_refused_naming_the_key(case):
         assert message.startswith("fuzz.toml: ")
         key = _dotted(path[:2])
         if kind in ("add_section", "add_key"):
-            assert repr(str(path[-1]))[1:-1] in message or str(path[-1]) in message, message
+            # quoted with repr, or printed as is with each non-printable character escaped (one line)
+            name = str(path[-1])
+            shown = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in name)
+            assert repr(name)[1:-1] in message or shown in message, message
         else:
             # the key itself, or, for a value that conflicts with another key, a key of that section
             named = re.findall(r"\b(" + "|".join(SECTIONS) + r")\.", message)
