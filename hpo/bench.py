@@ -264,16 +264,22 @@ class BenchState:
 
 
 def part_throughput(state: BenchState) -> list[Table]:
-    from model.bench import THROUGHPUT_COLUMNS, Table as DataTable, measure_compile, measure_throughput
+    from model.bench import THROUGHPUT_COLUMNS, Table as DataTable, measure_compile, measure_throughput, peak_matmul_gflops
 
     config = state.config
     table = DataTable(config.rows, config.features, state.device)
     peak = state.peak()
     rows = measure_throughput(table, repeats=config.repeats, peak_gflops=peak)
+    again = peak_matmul_gflops(state.device)  # measured again after the models: the better of the two
+    if again > peak:
+        state.peak_gflops = peak = again
+        for row in rows:
+            row["peak_share"] = row["gflops"] / peak
     notes = [
         f"{config.rows} training + {len(table.X_val)} validation rows x {config.features} features; "
         f"epoch = training + validation pass; median of {config.repeats} epochs after a warm-up",
-        f"float32 matmul peak measured now: {peak:.1f} GFLOP/s ({_threads_text(state)}); "
+        f"float32 matmul peak measured in this run: {peak:.1f} GFLOP/s ({_threads_text(state)}; best "
+        f"{8192 if state.device.type == 'cuda' else 1024}^3 product before and after the models); "
         "GFLOP counted by FlopCounterMode (matrix products, forward + backward)",
     ]
     tables = [Table("throughput", rows, THROUGHPUT_COLUMNS, tuple(notes))]

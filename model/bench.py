@@ -108,10 +108,12 @@ def timed_both(function: Callable[[], object], device: torch.device) -> tuple[fl
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def peak_matmul_gflops(device: torch.device, size: int | None = None, repeats: int = 5) -> float:
+def peak_matmul_gflops(device: torch.device, size: int | None = None, repeats: int = 20) -> float:
     """Best float32 GFLOP/s of a square matrix product (the machine's practical peak).
 
-    CPU: 1024² (about 2 GFLOP, all torch threads); CUDA: 8192², TF32 as torch's defaults leave it (off).
+    CPU: 1024² (about 2 GFLOP, with the current torch threads); CUDA: 8192², TF32 as torch's
+    defaults leave it (off). The best of ``repeats`` products, so that on a shared machine one
+    of them runs while the core is free.
     """
     size = size or (8192 if device.type == "cuda" else 1024)
     generator = torch.Generator(device=device.type).manual_seed(0) if device.type == "cuda" else None
