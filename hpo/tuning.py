@@ -191,7 +191,7 @@ class TrialRecorder(tune.Callback):
             self.echo(
                 f"    trial {int(trial.config.get(TRIAL_NUMBER_KEY, -1)):>3} lost its worker process; retry "
                 f"{retries} from "
-                + (f"its checkpoint after epoch {max(curve)}" if curve else "the start")
+                + (f"its checkpoint after epoch {max(curve)}" if curve and trial.checkpoint is not None else "the start")
             )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
