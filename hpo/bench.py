@@ -264,7 +264,15 @@ class BenchState:
 
 
 def part_throughput(state: BenchState) -> list[Table]:
-    from model.bench import THROUGHPUT_COLUMNS, Table as DataTable, measure_compile, measure_throughput, peak_matmul_gflops
+    from model.bench import (
+        KERNEL_COLUMNS,
+        THROUGHPUT_COLUMNS,
+        Table as DataTable,
+        measure_compile,
+        measure_kernels,
+        measure_throughput,
+        peak_matmul_gflops,
+    )
 
     config = state.config
     table = DataTable(config.rows, config.features, state.device)
@@ -283,6 +291,10 @@ def part_throughput(state: BenchState) -> list[Table]:
         "GFLOP counted by FlopCounterMode (matrix products, forward + backward)",
     ]
     tables = [Table("throughput", rows, THROUGHPUT_COLUMNS, tuple(notes))]
+    kernels = measure_kernels(table, repeats=config.repeats)
+    tables.append(
+        Table("kernels", kernels, KERNEL_COLUMNS, ("the suite's trainer either way; kernel='reference' is the plain RK4 loop",))
+    )
     if config.compile_check:
         compiled = measure_compile(table, mode="reduce-overhead" if state.device.type == "cuda" else True)
         columns = (

@@ -199,6 +199,44 @@ def measure_throughput(
     return rows
 
 
+def measure_kernels(table: Table, models: Sequence[str] = ("ltc", "ltc_mhn"), repeats: int = 3) -> list[dict]:
+    """The fused solver kernel against the plain autograd loop (``kernel="reference"``), same
+    trainer, same starting weights, epochs interleaved: s/epoch of each and the speed-up."""
+    networks = {}
+    for name in models:
+        for kernel in ("reference", "fused"):
+            torch.manual_seed(0)
+            networks[name, kernel] = make_network(name, table.n_features, kernel=kernel).to(table.device)
+            time_suite_epoch(networks[name, kernel], table)  # warm-up
+    times: dict[tuple, list[tuple[float, float]]] = {key: [] for key in networks}
+    for repeat in range(repeats):
+        for key, network in networks.items():
+            times[key].append(time_suite_epoch_both(network, table, seed=repeat + 1))
+    rows = []
+    for name in models:
+        wall = {k: statistics.median(w for w, _ in times[name, k]) for k in ("reference", "fused")}
+        cpu = {k: statistics.median(c for _, c in times[name, k]) for k in ("reference", "fused")}
+        rows.append(
+            {
+                "model": name,
+                "reference_seconds_per_epoch": wall["reference"],
+                "fused_seconds_per_epoch": wall["fused"],
+                "speedup": wall["reference"] / wall["fused"],
+                "speedup_cpu": cpu["reference"] / cpu["fused"],
+            }
+        )
+    return rows
+
+
+KERNEL_COLUMNS = (
+    ("model", "model", "s"),
+    ("reference_seconds_per_epoch", "plain autograd loop s/epoch", ".3f"),
+    ("fused_seconds_per_epoch", "fused kernel s/epoch", ".3f"),
+    ("speedup", "speed-up", ".2fx"),
+    ("speedup_cpu", "CPU-time speed-up", ".2fx"),
+)
+
+
 def measure_compile(table: Table, model: str = "ltc_mhn", epochs: int = 3, mode: bool | str = True) -> dict:
     """The cost and gain of ``torch.compile``: first-epoch seconds (compilation included) and
     median later epochs, against the eager trainer on the same network."""

@@ -79,6 +79,15 @@ def test_throughput_rows_on_a_tiny_table():
     assert all(line.rstrip().endswith("x") for line in lines[2:])
 
 
+def test_kernel_comparison_rows_on_a_tiny_table():
+    table = model_bench.Table(300, 4, torch.device("cpu"))
+    rows = model_bench.measure_kernels(table, repeats=1)
+    assert [row["model"] for row in rows] == ["ltc", "ltc_mhn"]
+    for row in rows:
+        assert row["speedup"] == pytest.approx(row["reference_seconds_per_epoch"] / row["fused_seconds_per_epoch"])
+        assert row["speedup_cpu"] > 0
+
+
 def test_epoch_flops_match_a_hand_count_for_the_mlp():
     table = model_bench.Table(256, 4, torch.device("cpu"), n_val=10)
     network = model_bench.MLPNetwork(4, hidden_size=8)
