@@ -23,6 +23,8 @@ import weakref
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 # RK4 stage offsets (stage s+1 starts at x + c_s k_s) and weights of k_s in the step
 _STAGE_OFFSETS = (0.5, 0.5, 1.0)
 _STAGE_WEIGHTS = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
@@ -282,6 +284,14 @@ class FoldedMemory(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, patterns, query_weight, output_weight, beta, delta, heads):
+        ctx.heads = heads
+        ctx.native = _native_applies([patterns, query_weight, output_weight, beta, delta])
+        if ctx.native:  # the same operations in C++
+            keys_t, values, query_fold, output_fold = native.load().fold_forward(
+                patterns, query_weight, output_weight, beta, delta, heads
+            )
+            ctx.save_for_backward(patterns, query_weight, output_weight, beta, delta, query_fold, output_fold)
+            return keys_t, values
         size, pattern_size = patterns.shape
         width = query_weight.shape[1]
         head_size = pattern_size // heads
@@ -301,6 +311,9 @@ class FoldedMemory(torch.autograd.Function):
     def backward(ctx, grad_keys_t, grad_values):
         patterns, query_weight, output_weight, beta, delta, query_fold, output_fold = ctx.saved_tensors
         heads = ctx.heads
+        if ctx.native:
+            grads = native.load().fold_backward(grad_keys_t, grad_values, *ctx.saved_tensors, heads)
+            return (*grads, None)
         size, pattern_size = patterns.shape
         width = query_weight.shape[1]
         head_size = pattern_size // heads
@@ -340,6 +353,51 @@ def fold_memory(
     return keys_t.t(), values
 
 
+class NativeLiquidIntegration(torch.autograd.Function):
+    """:class:`LiquidIntegration` computed by the C++ build of the same kernel (:mod:`model.native`):
+    the same arguments, the same numbers to rounding; CPU tensors of float32 or float64 only."""
+
+    @staticmethod
+    def forward(ctx, initial, drive, weight, reversal, inverse_tau, keys, values, alpha, steps, step_size, heads):
+        output, *saved = native.load().integrate_forward(
+            initial, drive.contiguous(), weight, reversal, inverse_tau, keys, values, alpha, steps, step_size, heads, True
+        )
+        memory = keys is not None
+        stage_inputs, gates, sensitivities, *coupling = saved
+        pre_coupling, attention = coupling if memory else (None, None)
+        ctx.save_for_backward(stage_inputs, gates, sensitivities, weight, inverse_tau, pre_coupling, attention, keys, values, alpha)
+        ctx.steps, ctx.step_size, ctx.heads, ctx.has_initial = steps, step_size, heads, initial is not None
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        needs = ctx.needs_input_grad
+        grads = native.load().integrate_backward(
+            grad_output, *ctx.saved_tensors, ctx.steps, ctx.step_size, ctx.heads,
+            ctx.has_initial and needs[0], needs[2], needs[5], needs[6],
+        )
+        grad_initial, grad_drive, grad_weight, grad_reversal, grad_inverse_tau, grad_keys, grad_values, grad_alpha = grads
+        return (
+            grad_initial,
+            grad_drive if needs[1] else None,
+            grad_weight,
+            grad_reversal if needs[3] else None,
+            grad_inverse_tau if needs[4] else None,
+            grad_keys,
+            grad_values,
+            grad_alpha if needs[7] else None,
+            None,
+            None,
+            None,
+        )
+
+
+def _native_applies(tensors: list[torch.Tensor]) -> bool:
+    """Whether the C++ kernel takes this call: CPU tensors of float32/float64 and a build of it."""
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors) and native.available()
+
+
 def liquid_integrate(
     drive: torch.Tensor,
     weight: torch.Tensor,
@@ -364,9 +422,14 @@ def liquid_integrate(
         raise ValueError(f"heads must divide the number of key columns {keys.shape[1]}; got heads={heads}")
     arguments = (initial, drive, weight, reversal, inverse_tau, keys, values, alpha, int(steps), float(step_size), int(heads))
     tensors = [t for t in arguments if isinstance(t, torch.Tensor)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    graph = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if _native_applies(tensors):  # the C++ build on CPU
+        if graph:
+            return NativeLiquidIntegration.apply(*arguments)
+        return native.load().integrate_forward(*arguments[:1], arguments[1].contiguous(), *arguments[2:], False)[0]
+    if graph:
         return LiquidIntegration.apply(*arguments)
     return _integrate(*arguments, save=False)[0]  # no graph: no stage buffers kept
 
 
-__all__ = ["FoldedMemory", "LiquidIntegration", "Workspace", "WORKSPACE", "fold_memory", "liquid_integrate"]
+__all__ = ["FoldedMemory", "LiquidIntegration", "NativeLiquidIntegration", "Workspace", "WORKSPACE", "fold_memory", "liquid_integrate"]

@@ -1,5 +1,6 @@
 """The fused solver kernel (model.kernels) against the plain autograd loop and finite differences:
-forward values and every gradient, for every variant, attention kernel and feedback setting."""
+forward values and every gradient, for every variant, attention kernel and feedback setting. Every
+test runs twice: with the C++ build of the kernel (model.native) and with its Python version."""
 
 from __future__ import annotations
 
@@ -8,10 +9,25 @@ import pytest
 import torch
 
 import model
+from model import native
 from model.hopfield import HopfieldMemory
 from model.kernels import WORKSPACE, Workspace, fold_memory, liquid_integrate
 
 DTYPE = torch.float64
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def solver_build(request, monkeypatch):
+    """Which build of the fused kernel the test runs. The C++ one must build here (a compiler is part
+    of the test machine); LIQUID_MEMORY_NATIVE=0 in the environment opts a machine without one out."""
+    if request.param == "python":
+        monkeypatch.setenv(native.NATIVE_ENVIRONMENT_VARIABLE, "0")
+        assert not native.available()
+    elif not native.enabled():
+        pytest.skip(f"{native.NATIVE_ENVIRONMENT_VARIABLE}=0 is set: the C++ build is switched off")
+    else:
+        assert native.available(), "the C++ kernel did not build (see the RuntimeWarning)"
+    return request.param
 
 
 @pytest.fixture(autouse=True)
@@ -172,3 +188,25 @@ def test_kernel_setting_is_checked():
     assert model.build_network("ltc", 3, kernel="reference").kernel == "reference"
     with pytest.raises(ValueError, match="keys, values and alpha"):
         liquid_integrate(torch.zeros(2, 3), torch.zeros(3, 3), torch.zeros(3), torch.ones(3), 1, 0.1, keys=torch.zeros(3, 4))
+
+
+def test_native_build_failure_falls_back_to_the_python_kernel(solver_build, tmp_path, monkeypatch):
+    """A source that does not compile: one warning naming the switch, then the Python kernel."""
+    if solver_build == "python":
+        return  # the switch is off: nothing is built
+    broken = tmp_path / "liquid.cpp"
+    broken.write_text("this is not C++;\n")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "SOURCE", broken)
+    native._build.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=native.NATIVE_ENVIRONMENT_VARIABLE):
+            assert native.load() is None
+        assert not native.available()
+        network = _network("ltc_mhn")
+        u = torch.randn(5, 6, dtype=DTYPE)
+        fused = network(u)
+        network.kernel = "reference"
+        assert_close(fused, network(u), rtol=1e-11, atol=1e-13)
+    finally:
+        native._build.cache_clear()  # the next test builds (loads from the cache) the real source

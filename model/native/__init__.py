@@ -1,0 +1,92 @@
+"""The CPU build of the fused solver (``liquid.cpp``), compiled on first use and cached.
+
+:func:`load` compiles the extension with ``torch.utils.cpp_extension`` (a C++ compiler and ninja
+are needed; the build takes about a minute once per machine and Python/torch version, then loads
+from the cache in well under a second). When it cannot be built, the suite runs the Python version
+of the same kernel (``model.kernels``) and says why once. ``LIQUID_MEMORY_NATIVE=0`` turns the
+native build off; ``TORCH_EXTENSIONS_DIR`` moves its cache (default ``~/.cache/torch_extensions``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+NATIVE_ENVIRONMENT_VARIABLE = "LIQUID_MEMORY_NATIVE"
+SOURCE = Path(__file__).with_name("liquid.cpp")
+_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    """False when ``LIQUID_MEMORY_NATIVE`` is 0, false, off or no."""
+    return os.environ.get(NATIVE_ENVIRONMENT_VARIABLE, "").strip().lower() not in ("0", "false", "off", "no")
+
+
+def _flags() -> tuple[str, list[str]]:
+    """A name suffix and compiler flags for this CPU: AVX2 + FMA where torch found them, so that a
+    cache shared between machines never hands one a build for instructions it lacks."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = ["-O3"]
+    if capability in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    else:
+        capability = "DEFAULT"
+    return capability.lower(), flags
+
+
+def _find_ninja() -> None:
+    """Put the ``ninja`` of the installed Python package on PATH when none is there (a venv that
+    is used without being activated)."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
+@functools.cache
+def _build() -> ModuleType | None:
+    from torch.utils import cpp_extension
+
+    _find_ninja()
+
+    suffix, flags = _flags()
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
+    name = f"liquid_memory_native_{suffix}_{digest}"
+    try:
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
+    except Exception as error:  # no compiler, no ninja, unwritable cache: the Python kernel does the same work
+        reason = str(error).strip().splitlines()
+        warnings.warn(
+            f"model.native: the C++ solver kernel could not be built ({type(error).__name__}: "
+            f"{reason[-1] if reason else ''}); training uses the Python fused kernel (same results, slower). "
+            f"Set {NATIVE_ENVIRONMENT_VARIABLE}=0 to skip the build.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def load() -> ModuleType | None:
+    """The compiled extension, or None (disabled, or it could not be built)."""
+    if not enabled():
+        return None
+    with _lock:  # two threads of one process build once
+        return _build()
+
+
+def available() -> bool:
+    """Whether CPU training runs the C++ kernel."""
+    return load() is not None
+
+
+__all__ = ["NATIVE_ENVIRONMENT_VARIABLE", "available", "enabled", "load"]
