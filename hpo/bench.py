@@ -64,8 +64,8 @@ class BenchConfig:
     trivial_trials: int = 10
     search_trials: int = 8
     search_epochs: int = 5
-    asha_trials: int = 16
-    asha_epochs: int = 30  # grace / max epochs as in studies/ctr23.toml (10 / 200), rounded up
+    asha_trials: int = 24
+    asha_epochs: int = 40  # grace / max epochs = 1/20, as in studies/ctr23.toml (10 / 200)
     asha_grace: int = 2
     memory_epochs: int = 2
     projection_rows: tuple[int, int] = (2000, 8000)
@@ -84,7 +84,7 @@ QUICK = BenchConfig(
     trivial_trials=6,
     search_epochs=3,
     asha_trials=6,
-    asha_epochs=10,
+    asha_epochs=20,
     asha_grace=1,
     memory_epochs=1,
     projection_rows=(1000, 4000),
@@ -268,6 +268,7 @@ def part_throughput(state: BenchState) -> list[Table]:
         KERNEL_COLUMNS,
         THROUGHPUT_COLUMNS,
         Table as DataTable,
+        kernel_builds,
         measure_compile,
         measure_kernels,
         measure_throughput,
@@ -288,12 +289,22 @@ def part_throughput(state: BenchState) -> list[Table]:
         f"epoch = training + validation pass; median of {config.repeats} epochs after a warm-up",
         f"float32 matmul peak measured in this run: {peak:.1f} GFLOP/s ({_threads_text(state)}; best "
         f"{8192 if state.device.type == 'cuda' else 1024}^3 product before and after the models); "
-        "GFLOP counted by FlopCounterMode (matrix products, forward + backward)",
+        "GFLOP counted by FlopCounterMode (matrix products, forward + backward); solver kernel: "
+        f"{'C++ (model.native)' if 'native' in kernel_builds(state.device) else 'Python (model.kernels)'}",
     ]
     tables = [Table("throughput", rows, THROUGHPUT_COLUMNS, tuple(notes))]
     kernels = measure_kernels(table, repeats=config.repeats)
     tables.append(
-        Table("kernels", kernels, KERNEL_COLUMNS, ("the suite's trainer either way; kernel='reference' is the plain RK4 loop",))
+        Table(
+            "kernels",
+            kernels,
+            KERNEL_COLUMNS,
+            (
+                "the suite's trainer every time; plain loop = kernel='reference'; fused, Python = model.kernels "
+                "(LIQUID_MEMORY_NATIVE=0, and on CUDA); fused, C++ = model.native, the default on CPU "
+                f"(here: {'built' if 'native' in kernel_builds(state.device) else 'not built'})",
+            ),
+        )
     )
     if config.compile_check:
         compiled = measure_compile(table, mode="reduce-overhead" if state.device.type == "cuda" else True)

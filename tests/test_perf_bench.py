@@ -19,6 +19,7 @@ import torch
 import model
 from hpo import bench
 from model import bench as model_bench
+from model import native
 from model.trainer import COMPILE_ENVIRONMENT_VARIABLE, compile_from_environment, resolve_compile, train_network
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,9 +84,38 @@ def test_kernel_comparison_rows_on_a_tiny_table():
     table = model_bench.Table(300, 4, torch.device("cpu"))
     rows = model_bench.measure_kernels(table, repeats=1)
     assert [row["model"] for row in rows] == ["ltc", "ltc_mhn"]
+    builds = model_bench.kernel_builds(table.device)
+    assert builds[:2] == ("reference", "python") and (("native" in builds) == native.available())
     for row in rows:
+        assert row["fused_build"] == builds[-1]
+        assert row["fused_seconds_per_epoch"] == row[f"{builds[-1]}_seconds_per_epoch"]
+        assert row["python_seconds_per_epoch"] > 0
         assert row["speedup"] == pytest.approx(row["reference_seconds_per_epoch"] / row["fused_seconds_per_epoch"])
         assert row["speedup_cpu"] > 0
+
+
+def test_native_switch_is_scoped(monkeypatch):
+    monkeypatch.delenv(native.NATIVE_ENVIRONMENT_VARIABLE, raising=False)
+    with native.switched_off():
+        assert not native.enabled() and native.load() is None
+    assert native.enabled() and native.NATIVE_ENVIRONMENT_VARIABLE not in os.environ
+    monkeypatch.setenv(native.NATIVE_ENVIRONMENT_VARIABLE, "off")
+    with native.switched_off():
+        assert not native.enabled()
+    assert os.environ[native.NATIVE_ENVIRONMENT_VARIABLE] == "off"
+
+
+def test_sweep_says_when_it_builds_the_kernel(monkeypatch):
+    from hpo.sweep import prepare_solver_kernel
+
+    said = []
+    monkeypatch.setattr(native, "is_built", lambda: True)
+    assert prepare_solver_kernel(said.append) == native.describe() and said == []
+    monkeypatch.setattr(native, "is_built", lambda: False)
+    prepare_solver_kernel(said.append)
+    assert len(said) == 1 and "once per machine" in said[0]
+    monkeypatch.setenv(native.NATIVE_ENVIRONMENT_VARIABLE, "0")
+    assert prepare_solver_kernel(said.append).startswith("python") and len(said) == 1
 
 
 def test_epoch_flops_match_a_hand_count_for_the_mlp():

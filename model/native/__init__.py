@@ -4,11 +4,13 @@
 are needed; the build takes about a minute once per machine and Python/torch version, then loads
 from the cache in well under a second). When it cannot be built, the suite runs the Python version
 of the same kernel (``model.kernels``) and says why once. ``LIQUID_MEMORY_NATIVE=0`` turns the
-native build off; ``TORCH_EXTENSIONS_DIR`` moves its cache (default ``~/.cache/torch_extensions``).
+native build off; ``TORCH_EXTENSIONS_DIR`` moves its cache (default ``~/.cache/torch_extensions``,
+one folder per Python and torch version).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -53,17 +55,51 @@ def _find_ninja() -> None:
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
 
 
+def _name() -> str:
+    suffix, _ = _flags()
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
+    return f"liquid_memory_native_{suffix}_{digest}"
+
+
+def _build_directory() -> Path:
+    """Where the build lives: one folder per Python, torch version and source (a torch upgrade
+    never loads a library built against the previous one)."""
+    import sys
+
+    import torch
+    from torch.utils import cpp_extension
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return root / f"{python}_torch{torch.__version__.replace('+', '_')}" / _name()
+
+
+def is_built() -> bool:
+    """Whether this machine's cache already holds the build (so :func:`load` takes well under a
+    second rather than a minute)."""
+    return (_build_directory() / f"{_name()}.so").exists()
+
+
+def describe() -> str:
+    """Which build trains on CPU here, for provenance records and benchmark tables."""
+    if not enabled():
+        return f"python (model.kernels; {NATIVE_ENVIRONMENT_VARIABLE}=0)"
+    return "c++ (model.native)" if available() else "python (model.kernels; the C++ build failed)"
+
+
 @functools.cache
 def _build() -> ModuleType | None:
     from torch.utils import cpp_extension
 
     _find_ninja()
-
-    suffix, flags = _flags()
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
-    name = f"liquid_memory_native_{suffix}_{digest}"
+    _, flags = _flags()
+    name = _name()
     try:
-        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
+        directory = _build_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        return cpp_extension.load(
+            name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(directory), verbose=False
+        )
     except Exception as error:  # no compiler, no ninja, unwritable cache: the Python kernel does the same work
         reason = str(error).strip().splitlines()
         warnings.warn(
@@ -89,4 +125,18 @@ def available() -> bool:
     return load() is not None
 
 
-__all__ = ["NATIVE_ENVIRONMENT_VARIABLE", "available", "enabled", "load"]
+@contextlib.contextmanager
+def switched_off():
+    """Run the Python kernel inside this block (for comparisons; not thread-safe)."""
+    previous = os.environ.get(NATIVE_ENVIRONMENT_VARIABLE)
+    os.environ[NATIVE_ENVIRONMENT_VARIABLE] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[NATIVE_ENVIRONMENT_VARIABLE]
+        else:
+            os.environ[NATIVE_ENVIRONMENT_VARIABLE] = previous
+
+
+__all__ = ["NATIVE_ENVIRONMENT_VARIABLE", "available", "describe", "enabled", "is_built", "load", "switched_off"]
