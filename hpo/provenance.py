@@ -40,6 +40,13 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def solver_kernel() -> str:
+    """Which build of the solver kernel CPU training uses on the driver's machine."""
+    from model import native
+
+    return native.describe()
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
@@ -122,6 +129,7 @@ class Provenance:
                 "packages": package_versions(),
                 "git": git_state(),
                 "python_executable": sys.executable,
+                "solver_kernel": solver_kernel(),
             }
         )
         data["packages"] = data["sessions"][-1]["packages"]

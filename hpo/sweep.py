@@ -487,6 +487,16 @@ def default_run_name(spec: StudySpec) -> str:
     return f"{spec.study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def prepare_solver_kernel(echo=print) -> str:
+    """Build (first use on this machine) or load the C++ solver kernel here, before trials start,
+    so that this machine's trial workers load it from the cache; returns :func:`model.native.describe`."""
+    from model import native
+
+    if native.enabled() and not native.is_built():
+        echo("building the C++ solver kernel (model/native, once per machine and torch version; about a minute)")
+    return native.describe()
+
+
 def run(
     spec: StudySpec,
     run_dir: RunDir,
@@ -520,6 +530,7 @@ def run(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_tune_logs(verbose)
     run_dir.check_not_running()  # a second driver is refused in seconds, before starting Ray
+    prepare_solver_kernel(echo)
 
     cluster = start_ray(
         address=address,

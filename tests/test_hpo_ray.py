@@ -31,6 +31,7 @@ from hpo.rundir import RunDir, read_jsonl
 from hpo.space import NEURAL_SPACE, default_point
 from hpo.spec import load_spec, parse_spec
 from hpo.storage import INTERRUPTED_ATTR, journal_storage
+from model import native
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +128,7 @@ def test_layout_is_complete(e2e):
 def test_provenance(e2e):
     provenance = json.loads(e2e["run"].provenance_file.read_text())
     assert {"torch", "ray", "optuna", "numpy"} <= set(provenance["packages"])
+    assert provenance["sessions"][-1]["solver_kernel"] == native.describe()
     assert provenance["seeds"] == [0] and provenance["folds"] == [0]
     assert set(provenance["splits"]) == set(TASKS)
     for task, rows in TASKS.items():
