@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -67,6 +68,7 @@ class BenchConfig:
     asha_trials: int = 24
     asha_epochs: int = 40  # grace / max epochs = 1/20, as in studies/ctr23.toml (10 / 200)
     asha_grace: int = 2
+    asha_seeds: tuple[int, ...] = (0, 1, 2)  # one search pair per seed: a single pair is mostly TPE's luck
     memory_epochs: int = 2
     projection_rows: tuple[int, int] = (2000, 8000)
     baseline_rows: tuple[int, int] = (1000, 4000)
@@ -86,6 +88,7 @@ QUICK = BenchConfig(
     asha_trials=6,
     asha_epochs=20,
     asha_grace=1,
+    asha_seeds=(0,),
     memory_epochs=1,
     projection_rows=(1000, 4000),
     baseline_rows=(500, 2000),
@@ -588,12 +591,14 @@ def part_overhead(state: BenchState) -> list[Table]:
 
 
 def asha_rows(results: list[dict]) -> list[dict]:
-    """Per task: best validation RMSE and epochs of both searches, and their ratios."""
+    """Per task and seed: best validation RMSE and epochs of both searches, and their ratios; per
+    task searched with several seeds, a row "median" (median RMSE ratio, summed epochs)."""
     rows = []
     for item in results:
         rows.append(
             {
                 "task": item["task"],
+                "seed": str(item.get("seed", 0)),
                 "trials": item["trials"],
                 "fifo_best_val_rmse": item["fifo_best"],
                 "asha_best_val_rmse": item["asha_best"],
@@ -604,11 +609,31 @@ def asha_rows(results: list[dict]) -> list[dict]:
                 "asha_pruned": item["asha_pruned"],
             }
         )
-    return rows
+    summaries = []
+    for task in dict.fromkeys(row["task"] for row in rows):
+        mine = [row for row in rows if row["task"] == task]
+        if len(mine) < 2:
+            continue
+        fifo_epochs = sum(row["fifo_epochs"] for row in mine)
+        asha_epochs = sum(row["asha_epochs"] for row in mine)
+        summaries.append(
+            {
+                "task": task,
+                "seed": "median",
+                "trials": sum(row["trials"] for row in mine),
+                "rmse_ratio": statistics.median(row["rmse_ratio"] for row in mine),
+                "fifo_epochs": fifo_epochs,
+                "asha_epochs": asha_epochs,
+                "epoch_ratio": asha_epochs / fifo_epochs,
+                "asha_pruned": sum(row["asha_pruned"] for row in mine),
+            }
+        )
+    return rows + summaries
 
 
 ASHA_COLUMNS = (
     ("task", "task", "s"),
+    ("seed", "seed", "s"),
     ("trials", "trials", "d"),
     ("fifo_best_val_rmse", "TPE best val RMSE", ".4g"),
     ("asha_best_val_rmse", "ASHA+TPE best", ".4g"),
@@ -625,18 +650,22 @@ def part_asha(state: BenchState) -> list[Table]:
     results = []
     with tempfile.TemporaryDirectory(prefix="hpo-bench-") as folder:
         workdir = Path(folder)
-        for task in SMALL_TASKS:
+        for task, seed in [(task, seed) for task in SMALL_TASKS for seed in config.asha_seeds]:
             data = _fold_data(task)
-            settings = _settings("ltc_mhn", config.asha_epochs, config.asha_epochs, device=state.device.type)
+            settings = dataclasses.replace(
+                _settings("ltc_mhn", config.asha_epochs, config.asha_epochs, device=state.device.type), seed=seed
+            )
             outcomes = {}
             for label, asha in (("fifo", None), ("asha", {"grace_period": config.asha_grace, "reduction_factor": 3})):
-                outcome = run_ray_search(state, workdir, f"{task}-{label}", data, settings, config.asha_trials, asha)
+                name = f"{task}-{label}-seed{seed}"
+                outcome = run_ray_search(state, workdir, name, data, settings, config.asha_trials, asha)
                 if outcome.error:
-                    raise RuntimeError(f"{task} {label}: {outcome.error}")
+                    raise RuntimeError(f"{task} {label} seed {seed}: {outcome.error}")
                 outcomes[label] = outcome
             results.append(
                 {
                     "task": task,
+                    "seed": seed,
                     "trials": config.asha_trials,
                     "fifo_best": outcomes["fifo"].best_val_rmse,
                     "asha_best": outcomes["asha"].best_val_rmse,
@@ -646,11 +675,14 @@ def part_asha(state: BenchState) -> list[Table]:
                 }
             )
     rows = asha_rows(results)
-    state.asha_epoch_share = statistics.mean(row["epoch_ratio"] for row in rows)
+    per_seed = [row for row in rows if row["seed"] != "median"]
+    state.asha_epoch_share = sum(r["asha_epochs"] for r in per_seed) / sum(r["fifo_epochs"] for r in per_seed)
+    seeds = ", ".join(map(str, config.asha_seeds))
     notes = (
         f"ltc_mhn, fold 0, {config.asha_trials} trials of at most {config.asha_epochs} epochs (no patience stop), "
-        f"TPE seed 0 with the default point first; ASHA grace {config.asha_grace}, reduction factor 3, "
-        "one trial at a time",
+        f"TPE with the default point first; ASHA grace {config.asha_grace}, reduction factor 3, one trial at a time",
+        f"seed {seeds} (TPE's and the networks'; both searches of a pair use the same seed)"
+        + ("; median: median RMSE ratio over the seeds, epochs summed" if len(config.asha_seeds) > 1 else ""),
     )
     return [Table("asha", rows, ASHA_COLUMNS, notes)]
 

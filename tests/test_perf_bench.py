@@ -214,6 +214,17 @@ def test_row_builders_for_search_parts():
         [{"task": "t", "trials": 6, "fifo_best": 2.0, "asha_best": 2.02, "fifo_epochs": 60, "asha_epochs": 24, "asha_pruned": 4}]
     )
     assert asha[0]["rmse_ratio"] == pytest.approx(1.01) and asha[0]["epoch_ratio"] == pytest.approx(0.4)
+    seeded = bench.asha_rows(
+        [
+            {"task": "t", "seed": seed, "trials": 6, "fifo_best": 2.0, "asha_best": best, "fifo_epochs": 60,
+             "asha_epochs": epochs, "asha_pruned": 4}
+            for seed, best, epochs in [(0, 2.2, 20), (1, 1.9, 30), (2, 2.02, 40)]
+        ]
+    )
+    assert [row["seed"] for row in seeded] == ["0", "1", "2", "median"]
+    assert seeded[-1]["rmse_ratio"] == pytest.approx(1.01)  # the median of 1.1, 0.95, 1.01
+    assert seeded[-1]["epoch_ratio"] == pytest.approx(90 / 180) and seeded[-1]["asha_pruned"] == 12
+    assert "fifo_best_val_rmse" not in seeded[-1]
     memory = bench.memory_rows(
         {"peak_rss_mb": 600.0, "rows": 10, "features": 3, "gpu_peak_mb": None},
         {"peak_total_pss_mb": 1500.0, "peak_split_mb": {"driver": 500.0}, "workers": [{"name": "ray::a", "peak_rss_mb": 3000.0}]},
