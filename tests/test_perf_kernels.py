@@ -16,18 +16,28 @@ from model.kernels import WORKSPACE, Workspace, fold_memory, liquid_integrate
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True, params=["native", "python"])
+@pytest.fixture(autouse=True, params=["native", "native-aten", "python"])
 def solver_build(request, monkeypatch):
-    """Which build of the fused kernel the test runs. The C++ one must build here (a compiler is part
-    of the test machine); LIQUID_MEMORY_NATIVE=0 in the environment opts a machine without one out."""
+    """Which build of the fused kernel the test runs: C++ with its products straight into BLAS, C++
+    with them through ATen (what a torch without exported BLAS symbols runs), or Python. The C++
+    one must build here (a compiler is part of the test machine); LIQUID_MEMORY_NATIVE=0 in the
+    environment opts a machine without one out."""
     if request.param == "python":
         monkeypatch.setenv(native.NATIVE_ENVIRONMENT_VARIABLE, "0")
         assert not native.available()
-    elif not native.enabled():
+        yield request.param
+        return
+    if not native.enabled():
         pytest.skip(f"{native.NATIVE_ENVIRONMENT_VARIABLE}=0 is set: the C++ build is switched off")
-    else:
-        assert native.available(), "the C++ kernel did not build (see the RuntimeWarning)"
-    return request.param
+    assert native.available(), "the C++ kernel did not build (see the RuntimeWarning)"
+    extension = native.load()
+    extension.set_blas(request.param == "native")
+    if request.param == "native-aten":
+        assert not extension.blas_in_use()
+    try:
+        yield request.param
+    finally:
+        extension.set_blas(True)
 
 
 @pytest.fixture(autouse=True)
@@ -192,8 +202,8 @@ def test_kernel_setting_is_checked():
 
 def test_native_build_failure_falls_back_to_the_python_kernel(solver_build, tmp_path, monkeypatch):
     """A source that does not compile: one warning naming the switch, then the Python kernel."""
-    if solver_build == "python":
-        return  # the switch is off: nothing is built
+    if solver_build != "native":
+        return  # the switch is off (nothing is built), or a variant of the same build
     broken = tmp_path / "liquid.cpp"
     broken.write_text("this is not C++;\n")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))

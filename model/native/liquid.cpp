@@ -10,10 +10,22 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <limits>
 #include <map>
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+// Matrix products straight into BLAS (the sgemm_/dgemm_ that ATen's own CPU matmul calls, taken from
+// libtorch where it exports them): through ATen each small product of a stage also pays the
+// dispatcher, a view per operand and, for addmm into another tensor, a copy of the bias.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+            const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*,
+            const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+}
 
 namespace {
 
@@ -216,6 +228,82 @@ scalar_t* data(const at::Tensor& tensor) {
   return tensor.defined() ? tensor.data_ptr<scalar_t>() : nullptr;
 }
 
+// op(X) for a row-major X: its data, whether op transposes it, and its leading dimension.
+template <typename scalar_t>
+struct Operand {
+  const scalar_t* data;
+  bool transposed;
+  int64_t ld;
+};
+
+template <typename scalar_t>
+Operand<scalar_t> rows_of(const scalar_t* data, int64_t columns) {
+  return {data, false, columns};
+}
+
+// A 2-D tensor that is row-major or the transpose of a row-major one (callers make sure).
+template <typename scalar_t>
+Operand<scalar_t> operand(const at::Tensor& matrix) {
+  if (matrix.stride(1) == 1) return {matrix.data_ptr<scalar_t>(), false, std::max<int64_t>(matrix.stride(0), 1)};
+  TORCH_CHECK(matrix.stride(0) == 1, "operand must be row-major or transposed row-major");
+  return {matrix.data_ptr<scalar_t>(), true, std::max<int64_t>(matrix.stride(1), 1)};
+}
+
+template <typename scalar_t>
+Operand<scalar_t> transposed(Operand<scalar_t> op) {
+  op.transposed = !op.transposed;
+  return op;
+}
+
+at::Tensor blas_ready(const at::Tensor& matrix) {
+  return matrix.stride(1) == 1 || matrix.stride(0) == 1 ? matrix : matrix.contiguous();
+}
+
+bool blas_allowed = true;  // tests turn it off to run the ATen path a torch without these symbols takes
+
+template <typename scalar_t>
+auto blas_gemm() {
+  using Function = decltype(&sgemm_);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return blas_allowed ? &sgemm_ : static_cast<Function>(nullptr);
+  } else {
+    return blas_allowed ? &dgemm_ : static_cast<decltype(&dgemm_)>(nullptr);
+  }
+}
+
+// out (m x n, row-major) = op(a) (m x k) op(b) (k x n) + beta out   (beta 0: out is only written)
+template <typename scalar_t>
+void gemm(int64_t m, int64_t n, int64_t k, const Operand<scalar_t>& a, const Operand<scalar_t>& b, scalar_t beta,
+          scalar_t* out, const at::TensorOptions& options) {
+  const auto blas = blas_gemm<scalar_t>();
+  constexpr int64_t kLimit = std::numeric_limits<int>::max();
+  if (blas != nullptr && m < kLimit && n < kLimit && k < kLimit && a.ld < kLimit && b.ld < kLimit) {
+    // column-major BLAS sees each row-major matrix transposed: out^T = op(b)^T op(a)^T
+    const char trans_b = b.transposed ? 'T' : 'N', trans_a = a.transposed ? 'T' : 'N';
+    const int rows = static_cast<int>(n), columns = static_cast<int>(m), inner = static_cast<int>(k);
+    const int ld_b = static_cast<int>(b.ld), ld_a = static_cast<int>(a.ld), ld_out = static_cast<int>(n);
+    const scalar_t one = 1;
+    blas(&trans_b, &trans_a, &rows, &columns, &inner, &one, b.data, &ld_b, a.data, &ld_a, &beta, out, &ld_out);
+    return;
+  }
+  const auto view = [&](const Operand<scalar_t>& op, int64_t r, int64_t c) {  // op(X) as an r x c tensor
+    auto* data = const_cast<scalar_t*>(op.data);
+    return op.transposed ? at::from_blob(data, {c, r}, {op.ld, 1}, options).t()
+                         : at::from_blob(data, {r, c}, {op.ld, 1}, options);
+  };
+  at::Tensor result = at::from_blob(out, {m, n}, options);
+  if (beta == scalar_t(0)) {
+    at::mm_out(result, view(a, m, k), view(b, k, n));
+  } else {
+    at::addmm_out(result, result, view(a, m, k), view(b, k, n), beta, 1);
+  }
+}
+
+template <typename scalar_t>
+at::Tensor wrap(scalar_t* data, at::IntArrayRef shape, const at::TensorOptions& options) {
+  return at::from_blob(data, shape, options);
+}
+
 }  // namespace
 
 // Forward pass. With `save`, every stage is kept (returned after the output, for backward):
@@ -226,7 +314,7 @@ std::vector<at::Tensor> integrate_forward(const c10::optional<at::Tensor>& initi
                                           const c10::optional<at::Tensor>& values, const c10::optional<at::Tensor>& alpha,
                                           int64_t steps, double step_size, int64_t heads, bool save) {
   TORCH_CHECK(drive.device().is_cpu() && drive.is_contiguous(), "drive must be a contiguous CPU tensor");
-  const int64_t batch = drive.size(0), width = drive.size(1);
+  const int64_t batch = drive.size(0), width = drive.size(1), count = batch * width;
   const bool memory = keys.has_value();
   const auto options = drive.options();
   const int64_t slots = save ? 4 * steps : 4;
@@ -244,41 +332,55 @@ std::vector<at::Tensor> integrate_forward(const c10::optional<at::Tensor>& initi
   std::vector<at::Tensor> spare;
   if (!save) spare = {pool().take({batch, width}, options), pool().take({batch, width}, options)};
   at::Tensor output = at::empty({batch, width}, options);  // never pooled: the caller keeps it
-  const at::Tensor weight_t = weight.t();
+  const at::Tensor weight_c = blas_ready(weight);
+  const at::Tensor keys_c = memory ? blas_ready(*keys) : at::Tensor();
+  const at::Tensor values_c = memory ? blas_ready(*values) : at::Tensor();
   const at::Tensor reversal_c = reversal.contiguous(), inverse_tau_c = inverse_tau.contiguous();
 
-  at::Tensor x = stage_inputs[0];
   if (initial.has_value()) {
-    x.copy_(*initial);
+    stage_inputs[0].copy_(*initial);
   } else {
-    x.zero_();
+    stage_inputs[0].zero_();
   }
   AT_DISPATCH_FLOATING_TYPES(drive.scalar_type(), "integrate_forward", [&] {
     const scalar_t h = static_cast<scalar_t>(step_size);
     const scalar_t alpha_value = memory ? alpha->item<scalar_t>() : scalar_t(1);
+    scalar_t* inputs = data<scalar_t>(stage_inputs);
+    scalar_t* gate_rows = data<scalar_t>(gates);
+    scalar_t* sens_rows = data<scalar_t>(sens);
+    const scalar_t* drive_rows = data<scalar_t>(drive);
+    const Operand<scalar_t> weight_t = transposed(operand<scalar_t>(weight_c));  // s = x_s W^T + d
+    const int64_t attention_count = batch * total_slots;
+    scalar_t* x = inputs;
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t base = save ? 4 * step : 0;
-      at::Tensor following = step == steps - 1 ? output : (save ? stage_inputs[base + 4] : spare[step % 2]);
-      at::Tensor target = memory ? pre_coupling[save ? step : 0] : following;
+      scalar_t* following = step == steps - 1 ? data<scalar_t>(output)
+                                              : (save ? inputs + (base + 4) * count : data<scalar_t>(spare[step % 2]));
+      scalar_t* target = memory ? data<scalar_t>(pre_coupling) + (save ? step : 0) * count : following;
       for (int stage = 0; stage < 4; ++stage) {
         const int64_t index = base + stage;
-        at::Tensor x_s = stage == 0 ? x : stage_inputs[index];
-        at::Tensor g = gates[save ? index : 0];
-        at::addmm_out(g, drive, x_s, weight_t);  // s = x_s W^T + d
-        g.sigmoid_();                              // f(x, u)
-        forward_stage<scalar_t>(batch, width, stage, h, data<scalar_t>(x), data<scalar_t>(x_s), data<scalar_t>(g),
-                                data<scalar_t>(reversal_c), data<scalar_t>(inverse_tau_c),
-                                save ? data<scalar_t>(sens[index]) : nullptr,
-                                stage < 3 ? data<scalar_t>(stage_inputs[index + 1]) : nullptr, data<scalar_t>(target),
-                                memory && stage == 3 ? data<scalar_t>(following) : nullptr, alpha_value);
+        scalar_t* x_s = stage == 0 ? x : inputs + index * count;
+        scalar_t* g = gate_rows + (save ? index : 0) * count;
+        std::copy(drive_rows, drive_rows + count, g);
+        gemm<scalar_t>(batch, width, width, rows_of<scalar_t>(x_s, width), weight_t, scalar_t(1), g, options);
+        at::Tensor gate = wrap(g, {count}, options);
+        gate.sigmoid_();  // f(x, u)
+        forward_stage<scalar_t>(batch, width, stage, h, x, x_s, g, data<scalar_t>(reversal_c),
+                                data<scalar_t>(inverse_tau_c), save ? sens_rows + index * count : nullptr,
+                                stage < 3 ? inputs + (index + 1) * count : nullptr, target,
+                                memory && stage == 3 ? following : nullptr, alpha_value);
       }
       if (memory) {  // z = alpha x' + softmax_heads(x' K) V
-        at::Tensor weights = attention[save ? step : 0];
-        at::mm_out(logits, target, *keys);
-        shift_by_group_max<scalar_t>(batch * heads, total_slots / heads, data<scalar_t>(logits));
-        at::exp_out(weights, logits);
-        normalise_groups<scalar_t>(batch * heads, total_slots / heads, data<scalar_t>(weights));
-        at::addmm_out(following, following, weights, *values);
+        scalar_t* weights = data<scalar_t>(attention) + (save ? step : 0) * attention_count;
+        scalar_t* logit_rows = data<scalar_t>(logits);
+        gemm<scalar_t>(batch, total_slots, width, rows_of<scalar_t>(target, width), operand<scalar_t>(keys_c),
+                       scalar_t(0), logit_rows, options);
+        shift_by_group_max<scalar_t>(batch * heads, total_slots / heads, logit_rows);
+        at::Tensor weights_view = wrap(weights, {attention_count}, options);
+        at::exp_out(weights_view, wrap(logit_rows, {attention_count}, options));
+        normalise_groups<scalar_t>(batch * heads, total_slots / heads, weights);
+        gemm<scalar_t>(batch, width, total_slots, rows_of<scalar_t>(weights, total_slots), operand<scalar_t>(values_c),
+                       scalar_t(1), following, options);
       }
       x = following;
     }
@@ -315,6 +417,9 @@ std::vector<at::Tensor> integrate_backward(const at::Tensor& grad_output_in, con
   at::Tensor inverse_tau_parts = pool().take({4 * steps, width}, options);
   std::vector<at::Tensor> step_grads = {pool().take({batch, width}, options), pool().take({batch, width}, options)};
   const at::Tensor inverse_tau_c = inverse_tau.contiguous();
+  const at::Tensor weight_c = blas_ready(weight);
+  const at::Tensor keys_c = memory ? blas_ready(*keys) : at::Tensor();
+  const at::Tensor values_c = memory ? blas_ready(*values) : at::Tensor();
   at::Tensor grad_coupled, grad_logits, grad_weights;
   int64_t total_slots = 0;
   if (memory) {
@@ -322,46 +427,60 @@ std::vector<at::Tensor> integrate_backward(const at::Tensor& grad_output_in, con
     grad_coupled = pool().take({steps, batch, width}, options);  // dL/dz per step
     grad_logits = pool().take({steps, batch, total_slots}, options);
     grad_weights = pool().take({batch, total_slots}, options);
-    grad_coupled[steps - 1].copy_(grad_output);
   }
-  const at::Tensor values_t = memory ? values->t() : at::Tensor();
-  const at::Tensor keys_t = memory ? keys->t() : at::Tensor();
-  at::Tensor grad_x = grad_output;
+  at::Tensor grad_initial;
   AT_DISPATCH_FLOATING_TYPES(stage_inputs.scalar_type(), "integrate_backward", [&] {
     const scalar_t h = static_cast<scalar_t>(step_size);
     const scalar_t alpha_value = memory ? alpha->item<scalar_t>() : scalar_t(1);
+    const scalar_t* inputs = data<scalar_t>(stage_inputs);
+    const scalar_t* gate_rows = data<scalar_t>(gates);
+    const scalar_t* sens_rows = data<scalar_t>(sens);
+    scalar_t* pre_rows = data<scalar_t>(grad_pre);
+    scalar_t* reversal_rows = data<scalar_t>(reversal_parts);
+    scalar_t* inverse_tau_rows = data<scalar_t>(inverse_tau_parts);
+    scalar_t* coupled_rows = data<scalar_t>(grad_coupled);
+    scalar_t* logit_rows = data<scalar_t>(grad_logits);
+    const scalar_t* attention_rows = memory ? data<scalar_t>(*attention) : nullptr;
+    const Operand<scalar_t> weight_op = operand<scalar_t>(weight_c);  // dx_s += grad_pre W
+    const int64_t attention_count = batch * total_slots;
+    if (memory) std::copy(data<scalar_t>(grad_output), data<scalar_t>(grad_output) + count, coupled_rows + (steps - 1) * count);
+    const scalar_t* grad_x = data<scalar_t>(grad_output);
     for (int64_t step = steps - 1; step >= 0; --step) {
       if (memory) {  // back through z = alpha x' + P V, P = softmax_heads(x' K)
-        at::Tensor grad_z = grad_coupled[step];
-        at::Tensor weights = (*attention)[step];
-        at::mm_out(grad_weights, grad_z, values_t);  // dL/dP = dL/dz V^T
-        at::Tensor logits_grad = grad_logits[step];
-        softmax_backward_groups<scalar_t>(batch * heads, total_slots / heads, data<scalar_t>(weights),
-                                          data<scalar_t>(grad_weights), data<scalar_t>(logits_grad));
-        grad_x = step_grads[step % 2];
-        scale_into<scalar_t>(count, data<scalar_t>(grad_x), data<scalar_t>(grad_z), alpha_value);
-        at::addmm_out(grad_x, grad_x, logits_grad, keys_t);  // alpha dL/dz + dL/dlogits K^T
+        const scalar_t* grad_z = coupled_rows + step * count;
+        const scalar_t* weights = attention_rows + step * attention_count;
+        scalar_t* grad_p = data<scalar_t>(grad_weights);
+        gemm<scalar_t>(batch, total_slots, width, rows_of<scalar_t>(grad_z, width),
+                       transposed(operand<scalar_t>(values_c)), scalar_t(0), grad_p, options);  // dL/dP = dL/dz V^T
+        scalar_t* logits_grad = logit_rows + step * attention_count;
+        softmax_backward_groups<scalar_t>(batch * heads, total_slots / heads, weights, grad_p, logits_grad);
+        scalar_t* grad_step = data<scalar_t>(step_grads[step % 2]);
+        scale_into<scalar_t>(count, grad_step, grad_z, alpha_value);
+        gemm<scalar_t>(batch, width, total_slots, rows_of<scalar_t>(logits_grad, total_slots),
+                       transposed(operand<scalar_t>(keys_c)), scalar_t(1), grad_step, options);  // + dL/dlogits K^T
+        grad_x = grad_step;
       }
       const int64_t base = 4 * step;
-      at::Tensor accumulated = memory && step > 0 ? grad_coupled[step - 1] : step_grads[(step + 1) % 2];
-      at::Tensor grad_input;  // dL/dx_{s+1}: the gradient of the next stage's input
+      scalar_t* accumulated = memory && step > 0 ? coupled_rows + (step - 1) * count
+                                                 : data<scalar_t>(step_grads[(step + 1) % 2]);
+      const scalar_t* grad_input = nullptr;  // dL/dx_{s+1}: the gradient of the next stage's input
       for (int stage = 3; stage >= 0; --stage) {
         const int64_t index = base + stage;
-        at::Tensor dx_s = grad_stage[stage % 2];
-        backward_stage<scalar_t>(batch, width, stage, h, data<scalar_t>(grad_x),
-                                 stage < 3 ? data<scalar_t>(grad_input) : nullptr, data<scalar_t>(sens[index]),
-                                 data<scalar_t>(gates[index]), data<scalar_t>(stage_inputs[index]),
-                                 data<scalar_t>(inverse_tau_c), data<scalar_t>(grad_pre[index]), data<scalar_t>(dx_s),
-                                 data<scalar_t>(drive_sum), data<scalar_t>(reversal_parts[index]),
-                                 data<scalar_t>(inverse_tau_parts[index]), data<scalar_t>(accumulated));
-        at::addmm_out(dx_s, dx_s, grad_pre[index], weight);  // dx_s = grad_pre W - (g + 1/tau) dk
+        scalar_t* dx_s = data<scalar_t>(grad_stage[stage % 2]);
+        backward_stage<scalar_t>(batch, width, stage, h, grad_x, stage < 3 ? grad_input : nullptr,
+                                 sens_rows + index * count, gate_rows + index * count, inputs + index * count,
+                                 data<scalar_t>(inverse_tau_c), pre_rows + index * count, dx_s,
+                                 data<scalar_t>(drive_sum), reversal_rows + index * width,
+                                 inverse_tau_rows + index * width, accumulated);
+        gemm<scalar_t>(batch, width, width, rows_of<scalar_t>(pre_rows + index * count, width), weight_op, scalar_t(1),
+                       dx_s, options);  // dx_s = grad_pre W - (g + 1/tau) dk
         grad_input = dx_s;
       }
-      add_into<scalar_t>(count, data<scalar_t>(accumulated), data<scalar_t>(grad_input));
+      add_into<scalar_t>(count, accumulated, grad_input);
       grad_x = accumulated;
     }
+    if (need_initial) grad_initial = wrap(const_cast<scalar_t*>(grad_x), {batch, width}, options).clone();
   });
-  at::Tensor grad_initial = need_initial ? grad_x.clone() : at::Tensor();
   at::Tensor grad_weight = need_weight ? grad_pre.view({-1, width}).t().mm(stage_inputs.view({-1, width})) : at::Tensor();
   at::Tensor grad_reversal = reversal_parts.sum(0);
   at::Tensor grad_inverse_tau = inverse_tau_parts.sum(0).neg_();
@@ -419,7 +538,14 @@ std::vector<at::Tensor> fold_backward(const at::Tensor& grad_keys_t, const at::T
   return {grad_patterns, grad_query_weight, grad_output_weight, grad_beta, grad_delta};
 }
 
+// Whether the stage products call BLAS directly (true where libtorch exports sgemm_/dgemm_ and
+// they are allowed); set_blas(false) routes them through ATen (tests compare the two).
+bool blas_in_use() { return blas_allowed && sgemm_ != nullptr && dgemm_ != nullptr; }
+void set_blas(bool allowed) { blas_allowed = allowed; }
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("blas_in_use", &blas_in_use, "whether stage products call BLAS directly");
+  module.def("set_blas", &set_blas, "allow (true) or forbid (false) direct BLAS calls");
   module.def("fold_forward", &fold_forward, "keys and values of the folded Hopfield memory");
   module.def("fold_backward", &fold_backward, "gradients of fold_forward");
   module.def("integrate_forward", &integrate_forward, "fused RK4 solve with optional folded Hopfield coupling");
