@@ -61,7 +61,7 @@ class BenchConfig:
     repeats: int = 5
     compile_check: bool = True
     naive_epochs: int = 2
-    naive_repeats: int = 3
+    naive_repeats: int = 5
     trivial_trials: int = 10
     search_trials: int = 8
     search_epochs: int = 5
@@ -267,6 +267,7 @@ class BenchState:
 
 
 def part_throughput(state: BenchState) -> list[Table]:
+    from model import native
     from model.bench import (
         KERNEL_COLUMNS,
         THROUGHPUT_COLUMNS,
@@ -293,7 +294,7 @@ def part_throughput(state: BenchState) -> list[Table]:
         f"float32 matmul peak measured in this run: {peak:.1f} GFLOP/s ({_threads_text(state)}; best "
         f"{8192 if state.device.type == 'cuda' else 1024}^3 product before and after the models); "
         "GFLOP counted by FlopCounterMode (matrix products, forward + backward); solver kernel: "
-        f"{'C++ (model.native)' if 'native' in kernel_builds(state.device) else 'Python (model.kernels)'}",
+        + (native.describe() if state.device.type == "cpu" else "python (model.kernels)"),
     ]
     tables = [Table("throughput", rows, THROUGHPUT_COLUMNS, tuple(notes))]
     kernels = measure_kernels(table, repeats=config.repeats)

@@ -84,7 +84,10 @@ def describe() -> str:
     """Which build trains on CPU here, for provenance records and benchmark tables."""
     if not enabled():
         return f"python (model.kernels; {NATIVE_ENVIRONMENT_VARIABLE}=0)"
-    return "c++ (model.native)" if available() else "python (model.kernels; the C++ build failed)"
+    extension = load()
+    if extension is None:
+        return "python (model.kernels; the C++ build failed)"
+    return f"c++ (model.native, products {'straight into BLAS' if extension.blas_in_use() else 'through ATen'})"
 
 
 @functools.cache
