@@ -1,7 +1,7 @@
 """The CPU build of the fused solver (``liquid.cpp``), compiled on first use and cached.
 
 :func:`load` compiles the extension with ``torch.utils.cpp_extension`` (a C++ compiler and ninja
-are needed; the build takes about a minute once per machine and Python/torch version, then loads
+are needed; the build takes under a minute once per machine and Python/torch version, then loads
 from the cache in well under a second). When it cannot be built, the suite runs the Python version
 of the same kernel (``model.kernels``) and says why once. ``LIQUID_MEMORY_NATIVE=0`` turns the
 native build off; ``TORCH_EXTENSIONS_DIR`` moves its cache (default ``~/.cache/torch_extensions``,
