@@ -9,6 +9,13 @@ pass walks the stages in reverse with eight elementwise operations and one matri
 stage, then forms the weight gradients as single large products over all stages at once. Results equal the plain loop's to rounding (tests compare both, forward and
 gradients). Nothing here synchronises with the device, so it runs unchanged on CUDA.
 
+On CPU (float32 and float64) the same algorithm runs as C++ (:mod:`model.native`, ``liquid.cpp``):
+one pass per stage over each row computes the gate's consequences, the slope and the next stage
+input in registers instead of seven tensor operations, the per-head softmax runs as two short
+loops around ATen's exp, and the stage products go straight into BLAS. It is built on first use;
+without a compiler, or with ``LIQUID_MEMORY_NATIVE=0``, the Python version below runs instead
+(same numbers; the tests run both).
+
 Notation (per stage with input x_s): s = x_s W_xᵀ + d (d = W_u u + b, the input drive),
 g = sigmoid(s), k = g ⊙ (A − x_s) − x_s / τ. RK4 with step h:
 x_{1,2} = x + h/2 k_{0,1}, x_3 = x + h k_2, x' = x + h/6 (k_0 + 2 k_1 + 2 k_2 + k_3).

@@ -4,9 +4,10 @@
 // Python (it runs on CUDA and wherever this file cannot be compiled); tests compare the two with
 // the plain autograd loop.
 //
-// Matrix products, the sigmoid and the softmax are ATen's (MKL and vectorised kernels); the
-// elementwise work of each RK4 stage -- some ten operations in Python, each a pass over the batch
-// -- is one loop here, and nothing returns to the Python interpreter between stages.
+// The elementwise work of each RK4 stage -- some ten operations in Python, each a pass over the
+// batch -- is one loop here; the per-stage matrix products go straight to BLAS (the routine ATen's
+// CPU matmul calls; ATen itself where libtorch does not export it); the sigmoid and exp are ATen's
+// vectorised kernels; nothing returns to the Python interpreter between stages.
 
 #include <torch/extension.h>
 
