@@ -651,30 +651,31 @@ def part_asha(state: BenchState) -> list[Table]:
     results = []
     with tempfile.TemporaryDirectory(prefix="hpo-bench-") as folder:
         workdir = Path(folder)
-        for task, seed in [(task, seed) for task in SMALL_TASKS for seed in config.asha_seeds]:
-            data = _fold_data(task)
-            settings = dataclasses.replace(
-                _settings("ltc_mhn", config.asha_epochs, config.asha_epochs, device=state.device.type), seed=seed
-            )
-            outcomes = {}
-            for label, asha in (("fifo", None), ("asha", {"grace_period": config.asha_grace, "reduction_factor": 3})):
-                name = f"{task}-{label}-seed{seed}"
-                outcome = run_ray_search(state, workdir, name, data, settings, config.asha_trials, asha)
-                if outcome.error:
-                    raise RuntimeError(f"{task} {label} seed {seed}: {outcome.error}")
-                outcomes[label] = outcome
-            results.append(
-                {
-                    "task": task,
-                    "seed": seed,
-                    "trials": config.asha_trials,
-                    "fifo_best": outcomes["fifo"].best_val_rmse,
-                    "asha_best": outcomes["asha"].best_val_rmse,
-                    "fifo_epochs": sum(int(r["epochs"]) for r in outcomes["fifo"].trial_rows),
-                    "asha_epochs": sum(int(r["epochs"]) for r in outcomes["asha"].trial_rows),
-                    "asha_pruned": sum(r["state"] == "PRUNED" for r in outcomes["asha"].trial_rows),
-                }
-            )
+        for task in SMALL_TASKS:
+            data = _fold_data(task)  # once per task: every seed searches the same fold
+            for seed in config.asha_seeds:
+                settings = dataclasses.replace(
+                    _settings("ltc_mhn", config.asha_epochs, config.asha_epochs, device=state.device.type), seed=seed
+                )
+                outcomes = {}
+                for label, asha in (("fifo", None), ("asha", {"grace_period": config.asha_grace, "reduction_factor": 3})):
+                    name = f"{task}-{label}-seed{seed}"
+                    outcome = run_ray_search(state, workdir, name, data, settings, config.asha_trials, asha)
+                    if outcome.error:
+                        raise RuntimeError(f"{task} {label} seed {seed}: {outcome.error}")
+                    outcomes[label] = outcome
+                results.append(
+                    {
+                        "task": task,
+                        "seed": seed,
+                        "trials": config.asha_trials,
+                        "fifo_best": outcomes["fifo"].best_val_rmse,
+                        "asha_best": outcomes["asha"].best_val_rmse,
+                        "fifo_epochs": sum(int(r["epochs"]) for r in outcomes["fifo"].trial_rows),
+                        "asha_epochs": sum(int(r["epochs"]) for r in outcomes["asha"].trial_rows),
+                        "asha_pruned": sum(r["state"] == "PRUNED" for r in outcomes["asha"].trial_rows),
+                    }
+                )
     rows = asha_rows(results)
     per_seed = [row for row in rows if row["seed"] != "median"]
     state.asha_epoch_share = sum(r["asha_epochs"] for r in per_seed) / sum(r["fifo_epochs"] for r in per_seed)

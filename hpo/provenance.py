@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.rundir import RunDir, write_json
+from model import native
 
 PACKAGES = (
     "liquid-memory-hpo",
@@ -38,13 +39,6 @@ PACKAGES = (
 def now() -> str:
     """The current time, ISO 8601 with time zone."""
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def solver_kernel() -> str:
-    """Which build of the solver kernel CPU training uses on the driver's machine."""
-    from model import native
-
-    return native.describe()
 
 
 def package_versions() -> dict[str, str]:
@@ -129,7 +123,7 @@ class Provenance:
                 "packages": package_versions(),
                 "git": git_state(),
                 "python_executable": sys.executable,
-                "solver_kernel": solver_kernel(),
+                "solver_kernel": native.describe(),  # the build CPU training uses on this machine
             }
         )
         data["packages"] = data["sessions"][-1]["packages"]

@@ -493,7 +493,7 @@ def prepare_solver_kernel(echo=print) -> str:
     from model import native
 
     if native.enabled() and not native.is_built():
-        echo("building the C++ solver kernel (model/native, once per machine and torch version; about a minute)")
+        echo("building the C++ solver kernel (model/native, once per machine and torch version; under a minute)")
     return native.describe()
 
 

@@ -433,7 +433,7 @@ def liquid_integrate(
     if _native_applies(tensors):  # the C++ build on CPU
         if graph:
             return NativeLiquidIntegration.apply(*arguments)
-        return native.load().integrate_forward(*arguments[:1], arguments[1].contiguous(), *arguments[2:], False)[0]
+        return native.load().integrate_forward(initial, drive.contiguous(), *arguments[2:], False)[0]
     if graph:
         return LiquidIntegration.apply(*arguments)
     return _integrate(*arguments, save=False)[0]  # no graph: no stage buffers kept

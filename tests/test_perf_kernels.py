@@ -1,6 +1,7 @@
 """The fused solver kernel (model.kernels) against the plain autograd loop and finite differences:
 forward values and every gradient, for every variant, attention kernel and feedback setting. Every
-test runs twice: with the C++ build of the kernel (model.native) and with its Python version."""
+test runs three times: with the C++ build of the kernel (model.native), products to BLAS and
+through ATen, and with its Python version."""
 
 from __future__ import annotations
 
