@@ -6,13 +6,22 @@ from the cache in well under a second). When it cannot be built, the suite runs 
 of the same kernel (``model.kernels``) and says why once. ``LIQUID_MEMORY_NATIVE=0`` turns the
 native build off; ``TORCH_EXTENSIONS_DIR`` moves its cache (default ``~/.cache/torch_extensions``,
 one folder per Python and torch version).
+
+Many processes load the build at once (every trial worker) and any of them may be killed at any
+moment (a cancelled sweep, a lost node). So a build takes an ``fcntl`` lock, which the operating
+system releases when its holder dies, and writes a marker once it has loaded; a later process that
+finds the marker imports the library straight away and never runs ``cpp_extension.load``, whose
+own lock file, left behind by a killed process, makes every later load wait forever.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
+import importlib.util
+import json
 import os
 import shutil
 import threading
@@ -22,6 +31,7 @@ from types import ModuleType
 
 NATIVE_ENVIRONMENT_VARIABLE = "LIQUID_MEMORY_NATIVE"
 SOURCE = Path(__file__).with_name("liquid.cpp")
+BUILT_MARKER = "built"  # in the build directory, once the library has been built and loaded
 _lock = threading.Lock()
 
 
@@ -56,8 +66,9 @@ def _find_ninja() -> None:
 
 
 def _name() -> str:
-    suffix, _ = _flags()
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
+    """One name per source and compiler flags (a change to either builds anew)."""
+    suffix, flags = _flags()
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
     return f"liquid_memory_native_{suffix}_{digest}"
 
 
@@ -74,10 +85,22 @@ def _build_directory() -> Path:
     return root / f"{python}_torch{torch.__version__.replace('+', '_')}" / _name()
 
 
+def _vouched_library(directory: Path) -> Path | None:
+    """The library the build marker names, if it is still the file that was built and loaded."""
+    try:
+        marker = json.loads((directory / BUILT_MARKER).read_text())
+        library = directory / marker["library"]
+        if hashlib.sha256(library.read_bytes()).hexdigest() == marker["sha256"]:
+            return library
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def is_built() -> bool:
     """Whether this machine's cache already holds the build (so :func:`load` takes well under a
     second rather than a minute)."""
-    return (_build_directory() / f"{_name()}.so").exists()
+    return _vouched_library(_build_directory()) is not None
 
 
 def describe() -> str:
@@ -90,19 +113,58 @@ def describe() -> str:
     return f"c++ (model.native, products {'straight into BLAS' if extension.blas_in_use() else 'through ATen'})"
 
 
-@functools.cache
-def _build() -> ModuleType | None:
+@contextlib.contextmanager
+def _exclusive(directory: Path):
+    """One builder per build directory at a time, across processes; released by the operating
+    system when the holder dies, however it dies."""
+    with open(directory / "build.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _import(name: str, library: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _compile(name: str, directory: Path, flags: list[str]) -> ModuleType:
+    """Build (or bring up to date) and load; only ever called holding :func:`_exclusive`."""
     from torch.utils import cpp_extension
 
     _find_ninja()
+    (directory / "lock").unlink(missing_ok=True)  # cpp_extension's own lock, left by a process killed inside it
+    (directory / BUILT_MARKER).unlink(missing_ok=True)
+    for library in directory.glob("*.so"):  # not vouched for (cut short by a kill, damaged): ninja might keep it
+        library.unlink()
+    module = cpp_extension.load(
+        name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(directory), verbose=False
+    )
+    library = Path(module.__file__)  # the library that loaded
+    written = directory / f"{BUILT_MARKER}.partial"
+    written.write_text(json.dumps({"library": library.name, "sha256": hashlib.sha256(library.read_bytes()).hexdigest()}))
+    written.replace(directory / BUILT_MARKER)  # in one step: a reader sees no marker or a whole one
+    return module
+
+
+@functools.cache
+def _build() -> ModuleType | None:
     _, flags = _flags()
     name = _name()
     try:
         directory = _build_directory()
         directory.mkdir(parents=True, exist_ok=True)
-        return cpp_extension.load(
-            name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(directory), verbose=False
-        )
+        library = _vouched_library(directory)
+        if library is None:
+            with _exclusive(directory):
+                library = _vouched_library(directory)  # another process may have built it while this one waited
+                if library is None:
+                    return _compile(name, directory, flags)
+        return _import(name, library)
     except Exception as error:  # no compiler, no ninja, unwritable cache: the Python kernel does the same work
         reason = str(error).strip().splitlines()
         warnings.warn(
