@@ -1,5 +1,7 @@
 """One search: a Ray Tune ``Tuner`` with ``OptunaSearch`` (TPE, seeded, define-by-run space, the
-default configuration first) and ASHA on the per-epoch validation RMSE.
+default configuration first) and ASHA on ``best_val_rmse``, the best validation RMSE so far: what
+the fit keeps (it restores its best weights) and what TPE is told, so one noisy epoch at a rung
+does not stop a trial whose earlier epochs were good.
 
 Resume works per search by continuing its Optuna study, not by ``Tuner.restore``: trials that
 finished (COMPLETE, PRUNED or FAIL by their own error) stay finished and are never re-run; trials
@@ -58,6 +60,19 @@ class LedgerASHA(ASHAScheduler):
         if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.ledger.pruned.add(trial.trial_id)
         return decision
+
+
+def asha(ledger: PruneLedger, max_epochs: int, grace_period: int, reduction_factor: int) -> LedgerASHA:
+    """ASHA over epochs (``training_iteration``) on ``best_val_rmse``, the metric TPE is told."""
+    return LedgerASHA(
+        ledger,
+        metric="best_val_rmse",
+        mode="min",
+        time_attr="training_iteration",
+        max_t=max_epochs,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+    )
 
 
 class RecordingOptunaSearch(OptunaSearch):
@@ -327,15 +342,7 @@ def run_search(
             attempt=attempt,
         )
         if scheduler is not None:
-            trial_scheduler: TrialScheduler = LedgerASHA(
-                ledger,
-                metric="val_rmse",
-                mode="min",
-                time_attr="training_iteration",
-                max_t=settings.max_epochs,
-                grace_period=scheduler["grace_period"],
-                reduction_factor=scheduler["reduction_factor"],
-            )
+            trial_scheduler: TrialScheduler = asha(ledger, settings.max_epochs, **scheduler)
         else:
             trial_scheduler = FIFOScheduler()
         recorder = TrialRecorder(trial_log, ledger, attempt, n_trials, len(done), echo)

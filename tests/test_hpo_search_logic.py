@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -33,7 +34,7 @@ from hpo.storage import (
     mark_stale_trials_failed,
     repair_journal,
 )
-from hpo.tuning import PruneLedger, RecordingOptunaSearch, _sampler_seed, trial_rows
+from hpo.tuning import PruneLedger, RecordingOptunaSearch, _sampler_seed, asha, trial_rows
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -88,6 +89,43 @@ def test_same_point():
     assert same_point({"a": 0.1, "b": 2}, {"a": 0.1, "b": 2})
     assert not same_point({"a": 0.1, "b": 2}, {"a": 0.2, "b": 2})
     assert not same_point({"a": 0.1}, {"a": 0.1, "b": 2})
+
+
+# --------------------------------------------------------------------------- ASHA
+
+
+def asha_decisions(curves: dict[str, list[float]], grace_period=2, reduction_factor=2, max_epochs=8):
+    """Feed the trials' validation curves one trial after another (as with one trial at a time),
+    reporting what the trainable reports; returns the ledger and each trial's epochs trained."""
+    from ray.tune.schedulers import TrialScheduler
+
+    ledger = PruneLedger()
+    scheduler = asha(ledger, max_epochs, grace_period, reduction_factor)
+    trained = {}
+    for trial_id, curve in curves.items():
+        trial = SimpleNamespace(trial_id=trial_id)
+        scheduler.on_trial_add(None, trial)
+        best = math.inf
+        for epoch, value in enumerate(curve, start=1):
+            best = min(best, value)
+            result = {"val_rmse": value, "best_val_rmse": best, "training_iteration": epoch}
+            trained[trial_id] = epoch
+            if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                break
+        scheduler.on_trial_complete(None, trial, result)
+    return ledger, trained
+
+
+def test_asha_stops_trials_behind_at_a_rung_on_their_best_epoch_so_far():
+    ledger, trained = asha_decisions(
+        {
+            "steady": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3],
+            "behind": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4, 1.3],  # worse than "steady" at rung 2
+            "noisy": [0.5, 5.0, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2],  # one bad epoch at rung 2; its best is 0.5
+        }
+    )
+    assert trained == {"steady": 8, "behind": 2, "noisy": 8}
+    assert ledger.pruned == {"behind"}  # noted as PRUNED; the others ran to max_epochs
 
 
 # --------------------------------------------------------------------------- searcher bookkeeping
