@@ -9,9 +9,10 @@ one folder per Python and torch version).
 
 Many processes load the build at once (every trial worker) and any of them may be killed at any
 moment (a cancelled sweep, a lost node). So a build takes an ``fcntl`` lock, which the operating
-system releases when its holder dies, and writes a marker once it has loaded; a later process that
-finds the marker imports the library straight away and never runs ``cpp_extension.load``, whose
-own lock file, left behind by a killed process, makes every later load wait forever.
+system releases when its holder dies, and once the library has loaded writes a marker with its
+checksum; a later process whose library matches the marker imports it straight away and never
+runs ``cpp_extension.load``, whose own lock file, left behind by a process killed inside it, makes
+every later load wait forever. A library that does not match (cut short) is built again.
 """
 
 from __future__ import annotations
