@@ -125,6 +125,9 @@ def test_repeated_sigkill_and_resume_lose_and_duplicate_nothing(ray_session, tmp
                     and progress(run, plan) >= target
                 ):
                     time.sleep(0.1)
+                assert time.time() < deadline, (
+                    f"driver {cycle} stalled at progress {progress(run, plan)} (target {target}):\n{log_path.read_text()}"
+                )
                 time.sleep(rng.uniform(0.0, 2.0))
                 assert driver.poll() is None, f"driver {cycle} ended before its kill:\n{log_path.read_text()}"
                 os.killpg(driver.pid, signal.SIGKILL)
@@ -137,10 +140,13 @@ def test_repeated_sigkill_and_resume_lose_and_duplicate_nothing(ray_session, tmp
         before_kills.append(finished_trials(run.journal_file) if run.journal_file.exists() else {})
     assert len(kills) == KILLS and kills[-1] < total  # every kill landed mid-sweep
 
-    final = subprocess.run(
-        [sys.executable, "-m", "hpo", "resume", str(run.root), *address, "-q"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
+    try:
+        final = subprocess.run(
+            [sys.executable, "-m", "hpo", "resume", str(run.root), *address, "-q"],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )
+    except subprocess.TimeoutExpired as stalled:
+        pytest.fail(f"the last resume stalled for 600 s:\n{stalled.stdout or ''}{stalled.stderr or ''}")
     assert final.returncode == 0, final.stdout + final.stderr
 
     # the plan of an uninterrupted run, item by item
