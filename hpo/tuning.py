@@ -37,6 +37,7 @@ from hpo.space import ALL_PARAMS, TRIAL_NUMBER_KEY, DefineByRun, Space, default_
 from hpo.storage import INTERRUPTED_ATTR, finished_trials, mark_stale_trials_failed, redact_text
 from hpo.trainable import TRIAL_ERROR_KEY, train_model
 
+METRIC = "best_val_rmse"  # what TPE is told and ASHA compares at its rungs (the trainable reports it every epoch)
 STATE_NAMES = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "FAILED"}
 _ERROR_CHARS = 2000
 
@@ -63,10 +64,10 @@ class LedgerASHA(ASHAScheduler):
 
 
 def asha(ledger: PruneLedger, max_epochs: int, grace_period: int, reduction_factor: int) -> LedgerASHA:
-    """ASHA over epochs (``training_iteration``) on ``best_val_rmse``, the metric TPE is told."""
+    """ASHA over epochs (``training_iteration``) on :data:`METRIC`, the metric TPE is told."""
     return LedgerASHA(
         ledger,
-        metric="best_val_rmse",
+        metric=METRIC,
         mode="min",
         time_attr="training_iteration",
         max_t=max_epochs,
@@ -110,7 +111,7 @@ class RecordingOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         finished = bool(result) and bool(result.get("done"))
-        best = result.get("best_val_rmse") if result else None
+        best = result.get(METRIC) if result else None
         trial_error = result.get(TRIAL_ERROR_KEY) if result else None
         try:
             ot_trial.set_user_attr("ray_trial_id", trial_id)
@@ -213,7 +214,7 @@ class TrialRecorder(tune.Callback):
         result = trial.last_result or {}
         if not result.get("done"):
             return  # cut off by an interrupted driver: not finished, resume re-runs it
-        best = result.get("best_val_rmse")
+        best = result.get(METRIC)
         if result.get(TRIAL_ERROR_KEY):
             self._record(trial, "FAILED", redact_text(str(result[TRIAL_ERROR_KEY])))
         elif best is None or not math.isfinite(best):
@@ -281,7 +282,7 @@ def _reporter(space: Space) -> tune.CLIReporter:
         parameter_columns=[name for name in space],
         max_report_frequency=15,
         sort_by_metric=True,
-        metric="best_val_rmse",
+        metric=METRIC,
         mode="min",
     )
 
@@ -332,7 +333,7 @@ def run_search(
         ledger = PruneLedger()
         searcher = RecordingOptunaSearch(
             DefineByRun(space),
-            metric="best_val_rmse",
+            metric=METRIC,
             mode="min",
             points_to_evaluate=None if already or not default else [default],
             sampler=optuna.samplers.TPESampler(seed=_sampler_seed(settings.seed, attempt), n_startup_trials=startup_trials),

@@ -155,9 +155,9 @@ def _compile(name: str, directory: Path, flags: list[str]) -> ModuleType:
 @functools.cache
 def _build() -> ModuleType | None:
     _, flags = _flags()
-    name = _name()
     try:
         directory = _build_directory()
+        name = directory.name  # the extension's name: one per source and flags
         directory.mkdir(parents=True, exist_ok=True)
         library = _vouched_library(directory)
         if library is None:
