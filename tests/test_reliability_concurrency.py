@@ -43,4 +43,7 @@ def test_concurrent_writers_lose_no_trial(tmp_path):
     assert sorted(t.user_attrs["writer"] for t in trials) == sorted(
         f"{w}/{i}" for w in range(WORKERS) for i in range(TRIALS_PER_WORKER)
     )
-    assert all(t.state == TrialState.COMPLETE and t.value == t.params["x"] ** 2 for t in trials)
+    # The same float operation as the writer's (x * x): libm's pow, behind x ** 2, differs from it
+    # in the last bit for about one float in a thousand.
+    wrong = [(t.number, t.state, t.value, t.params) for t in trials if t.state != TrialState.COMPLETE or t.value != t.params["x"] * t.params["x"]]
+    assert not wrong
