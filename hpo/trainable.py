@@ -42,6 +42,7 @@ from hpo.space import TRIAL_NUMBER_KEY
 STATE_FILE = "training_state.pt"  # in a checkpoint folder: the trainer's state after an epoch
 KILLED_MARK = "killed_on_purpose"  # in a trial folder: the [testing] kill hook fired already
 ERROR_FILE = "trial_error.txt"  # in a trial folder: the traceback of the trial's own error
+METRIC = "best_val_rmse"  # result key, every epoch: the best validation RMSE so far (what TPE is told, ASHA compares)
 TRIAL_ERROR_KEY = "trial_error"  # result key: "ErrorType: message" of a trial that raised
 DIVERGING_LEARNING_RATE = 1e10  # [testing] diverge_trials: Adam at this rate overflows in epoch 1
 
@@ -114,7 +115,7 @@ def train_model(config: dict[str, Any], data: dict[str, np.ndarray], settings: F
     def metrics(epoch: int, val_rmse: float, best_val_rmse: float, train_loss: float | None) -> dict[str, Any]:
         return {
             "val_rmse": float(val_rmse),
-            "best_val_rmse": float(best_val_rmse),
+            METRIC: float(best_val_rmse),
             "epoch": int(epoch),
             "train_loss": float("nan") if train_loss is None else float(train_loss),
             "node_id": node_id,

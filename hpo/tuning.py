@@ -35,9 +35,8 @@ from hpo.estimators import FitSettings
 from hpo.rundir import append_jsonl, read_jsonl
 from hpo.space import ALL_PARAMS, TRIAL_NUMBER_KEY, DefineByRun, Space, default_point, same_point
 from hpo.storage import INTERRUPTED_ATTR, finished_trials, mark_stale_trials_failed, redact_text
-from hpo.trainable import TRIAL_ERROR_KEY, train_model
+from hpo.trainable import METRIC, TRIAL_ERROR_KEY, train_model
 
-METRIC = "best_val_rmse"  # what TPE is told and ASHA compares at its rungs (the trainable reports it every epoch)
 STATE_NAMES = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "FAILED"}
 _ERROR_CHARS = 2000
 

@@ -117,6 +117,22 @@ def wait_while_working(driver: subprocess.Popen, done, log_path: Path, run: RunD
         assert checked - started < limit_s, f"{what()} still running after {limit_s:.0f} s:\n{log_path.read_text()}"
 
 
+@contextlib.contextmanager
+def hpo_driver(arguments: list[str], log_path: Path):
+    """``python -m hpo ARGUMENTS -q`` in a session of its own, output to ``log_path``; its whole
+    process group is killed on the way out (a no-op once it has exited)."""
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "hpo", *arguments, "-q"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            yield driver
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(driver.pid, signal.SIGKILL)
+
+
 def finished_trials(journal: Path) -> dict[tuple[str, int], tuple]:
     """(study, number) -> (state, params, value) of every trial that ran to its end."""
     storage = journal_storage(journal)
@@ -149,43 +165,27 @@ def test_repeated_sigkill_and_resume_lose_and_duplicate_nothing(ray_session, tmp
         )
         cycle_started = time.time()
         log_path = tmp_path / f"driver{cycle}.log"
-        with open(log_path, "w") as log:
-            driver = subprocess.Popen(
-                [sys.executable, "-m", "hpo", *command, *address, "-q"],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        with hpo_driver([*command, *address], log_path) as driver:
+            wait_while_working(
+                driver,
+                lambda: run.is_running()
+                and f"pid {driver.pid} " in run.lock_file.read_text()
+                and run.spec_file.exists()
+                and progress(run, plan) >= target,
+                log_path, run, lambda: f"driver {cycle} (progress {progress(run, plan)}, target {target})",
             )
-            try:
-                wait_while_working(
-                    driver,
-                    lambda: run.is_running()
-                    and f"pid {driver.pid} " in run.lock_file.read_text()
-                    and run.spec_file.exists()
-                    and progress(run, plan) >= target,
-                    log_path, run, lambda: f"driver {cycle} (progress {progress(run, plan)}, target {target})",
-                )
-                time.sleep(rng.uniform(0.0, 2.0))
-                assert driver.poll() is None, f"driver {cycle} ended before its kill:\n{log_path.read_text()}"
-                os.killpg(driver.pid, signal.SIGKILL)
-                driver.wait(timeout=60)
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(driver.pid, signal.SIGKILL)
+            time.sleep(rng.uniform(0.0, 2.0))
+            assert driver.poll() is None, f"driver {cycle} ended before its kill:\n{log_path.read_text()}"
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=60)
         kills.append(progress(run, plan))
         print(f"cycle {cycle}: killed at progress {kills[-1]} after {time.time() - cycle_started:.1f} s", flush=True)
         before_kills.append(finished_trials(run.journal_file) if run.journal_file.exists() else {})
     assert len(kills) == KILLS and kills[-1] < total  # every kill landed mid-sweep
 
     log_path = tmp_path / "final.log"
-    with open(log_path, "w") as log:
-        final = subprocess.Popen(
-            [sys.executable, "-m", "hpo", "resume", str(run.root), *address, "-q"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            wait_while_working(final, lambda: False, log_path, run, lambda: "the last resume")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(final.pid, signal.SIGKILL)
+    with hpo_driver(["resume", str(run.root), *address], log_path) as final:
+        wait_while_working(final, lambda: False, log_path, run, lambda: "the last resume")
     assert final.returncode == 0, log_path.read_text()
 
     # the plan of an uninterrupted run, item by item
